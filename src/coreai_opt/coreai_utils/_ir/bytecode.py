@@ -1,0 +1,158 @@
+"""Locate ``dense_resource`` blobs in MLIR bytecode.
+
+The Core AI Python bindings can create a ``DenseResourceElementsAttr`` from a
+buffer but offer no way to read one back. Serialising the module to MLIR
+bytecode (``Operation.write_bytecode``) is fast and writes every blob verbatim,
+so this module parses just enough of the documented bytecode format (the string,
+resource and resource-offset sections) to find each blob by its key.
+
+Format reference: MLIR's ``docs/BytecodeFormat.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+_MAGIC = b"ML\xefR"
+_PADDING = 0xCB
+_SECTION_STRING = 0
+_SECTION_RESOURCE = 5
+_SECTION_RESOURCE_OFFSET = 6
+_KIND_BLOB = 0
+
+
+class BytecodeError(ValueError):
+    """The bytes are not MLIR bytecode this reader understands."""
+
+
+@dataclass(frozen=True)
+class BlobSpan:
+    """Where one resource blob's bytes lie in the bytecode buffer."""
+
+    offset: int
+    size: int
+
+
+class ByteSource(Protocol):
+    """Random access to bytes: ``len()``, ``[i]`` -> int and ``[a:b]`` -> bytes-like."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index): ...
+
+
+class FileView:
+    """A read-only ``ByteSource`` over an open file descriptor, read with ``pread``."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: int | slice) -> int | bytes:
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(self._size)
+            chunks = []
+            while start < stop:
+                chunk = os.pread(self._fd, stop - start, start)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                start += len(chunk)
+            return b"".join(chunks)
+        return os.pread(self._fd, 1, index)[0]
+
+
+def _read_varint(buf: ByteSource, pos: int) -> tuple[int, int]:
+    """Decode one PrefixVarInt at ``pos``; return (value, next position)."""
+    first = buf[pos]
+    if first & 1:
+        return first >> 1, pos + 1
+    if first == 0:
+        return int.from_bytes(buf[pos + 1 : pos + 9], "little"), pos + 9
+    n_bytes = (first & -first).bit_length()
+    value = int.from_bytes(buf[pos : pos + n_bytes], "little") >> n_bytes
+    return value, pos + n_bytes
+
+
+def _skip_padding(buf: ByteSource, pos: int, base: int, alignment: int) -> int:
+    """Step over the 0xCB bytes that align ``pos`` to ``alignment`` relative to ``base``."""
+    n_pad = -(pos - base) % alignment
+    if n_pad and any(byte != _PADDING for byte in bytes(buf[pos : pos + n_pad])):
+        raise BytecodeError(f"expected padding bytes at offset {pos}")
+    return pos + n_pad
+
+
+def _sections(buf: ByteSource) -> dict[int, tuple[int, int]]:
+    """Map section id -> (data offset, length)."""
+    if bytes(buf[:4]) != _MAGIC:
+        raise BytecodeError("not MLIR bytecode (bad magic number)")
+    _, pos = _read_varint(buf, 4)
+    producer_end = bytes(buf[pos : pos + 4096]).find(b"\0")
+    if producer_end < 0:
+        raise BytecodeError("unterminated producer string")
+    pos += producer_end + 1
+    found: dict[int, tuple[int, int]] = {}
+    while pos < len(buf):
+        header = buf[pos]
+        pos += 1
+        length, pos = _read_varint(buf, pos)
+        if header & 0x80:
+            alignment, pos = _read_varint(buf, pos)
+            pos = _skip_padding(buf, pos, 0, alignment)
+        found[header & 0x7F] = (pos, length)
+        pos += length
+    return found
+
+
+def _strings(buf: ByteSource, start: int, length: int) -> list[str]:
+    """Decode the string table; lengths are stored last-string-first."""
+    count, pos = _read_varint(buf, start)
+    table = [""] * count
+    end = start + length
+    for index in range(count - 1, -1, -1):
+        size, pos = _read_varint(buf, pos)
+        table[index] = bytes(buf[end - size : end - 1]).decode()
+        end -= size
+    return table
+
+
+def blob_spans(buffer: bytes | bytearray | memoryview | ByteSource) -> dict[str, BlobSpan]:
+    """Return the location of every blob resource in a bytecode buffer, by key."""
+    if isinstance(buffer, (bytes, bytearray, memoryview)):
+        buffer = memoryview(buffer).cast("B")
+    sections = _sections(buffer)
+    if _SECTION_RESOURCE_OFFSET not in sections:
+        return {}
+    start, length = sections[_SECTION_STRING]
+    strings = _strings(memoryview(bytes(buffer[start : start + length])), 0, length)
+    start, length = sections[_SECTION_RESOURCE_OFFSET]
+    offsets = memoryview(bytes(buffer[start : start + length]))
+
+    entries: list[tuple[str, int, int]] = []
+    _, pos = _read_varint(offsets, 0)  # external groups come first; all groups share one layout
+    while pos < length:
+        _, pos = _read_varint(offsets, pos)  # provider: external group key or dialect number
+        count, pos = _read_varint(offsets, pos)
+        for _ in range(count):
+            key, pos = _read_varint(offsets, pos)
+            size, pos = _read_varint(offsets, pos)
+            entries.append((strings[key], size, offsets[pos]))
+            pos += 1
+
+    spans: dict[str, BlobSpan] = {}
+    base, _ = sections[_SECTION_RESOURCE]
+    cursor = base
+    for key, size, kind in entries:
+        if kind == _KIND_BLOB:
+            header = memoryview(bytes(buffer[cursor : cursor + 18]))
+            alignment, pos = _read_varint(header, 0)
+            blob_size, pos = _read_varint(header, pos)
+            pos = _skip_padding(buffer, cursor + pos, base, max(alignment, 1))
+            spans[key] = BlobSpan(pos, blob_size)
+        cursor += size
+    return spans

@@ -1,0 +1,197 @@
+"""Read ``coreai.constant`` values into numpy and build constant attributes from numpy.
+
+Element types are named as MLIR prints them (``f32``, ``f16``, ``bf16``, ``si8``,
+``ui4``, ``f8E4M3FN`` ...). Sub-byte integers are stored as a little-endian bit
+stream: element ``i`` occupies bits ``[i*n, (i+1)*n)`` counting from the least
+significant bit of byte 0, which is how the Core AI runtime unpacks them.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from coreai._compiler import ir
+
+from .._dtypes import numpy_dtype, sub_byte_bits
+from .._kernels.pack import pack_bits, unpack_bits
+from .bytecode import FileView, blob_spans
+
+_RESOURCE_KEY = re.compile(r"dense_resource<([^>]+)>")
+#: Modules whose weights exceed this many bytes are serialised to a temp file, not memory.
+_IN_MEMORY_LIMIT = 256 * 2**20
+_names = itertools.count()
+
+
+def element_type_name(tensor_type: ir.Type) -> str:
+    """The printed element type of a ranked tensor type, e.g. ``'f32'``."""
+    return str(ir.RankedTensorType(tensor_type).element_type)
+
+
+def _mlir_element_type(element_type: str) -> ir.Type:
+    bits = sub_byte_bits(element_type)
+    if bits:
+        return ir.IntegerType.get_unsigned(bits)
+    return ir.Type.parse(element_type)
+
+
+def tensor_type(shape: tuple[int, ...], element_type: str) -> ir.RankedTensorType:
+    """``tensor<shape x element_type>`` in the current context."""
+    return ir.RankedTensorType.get(list(shape), _mlir_element_type(element_type))
+
+
+class BlobReader:
+    """Reads ``dense_resource`` blobs of one module, serialising it once on first use."""
+
+    def __init__(self, module_op: ir.Operation, weight_bytes: int) -> None:
+        self._module_op = module_op
+        self._weight_bytes = weight_bytes
+        self._spans: dict | None = None
+        self._buffer: memoryview | None = None
+        self._file: Any = None
+
+    def _load(self) -> None:
+        if self._weight_bytes > _IN_MEMORY_LIMIT:
+            # Large modules go to disk and are read blob by blob, so the serialised
+            # copy never sits in memory next to the module itself.
+            self._file = tempfile.TemporaryFile(prefix="coreai_opt_")
+            self._module_op.write_bytecode(self._file)
+            self._file.flush()
+            self._spans = blob_spans(FileView(self._file.fileno()))
+        else:
+            stream = io.BytesIO()
+            self._module_op.write_bytecode(stream)
+            self._buffer = stream.getbuffer()
+            self._spans = blob_spans(self._buffer)
+
+    def read(self, key: str) -> bytes | memoryview:
+        """The raw bytes of the blob named ``key``."""
+        if self._spans is None:
+            self._load()
+        try:
+            span = self._spans[key]
+        except KeyError:
+            raise KeyError(f"resource blob {key!r} not found in the module") from None
+        if self._buffer is not None:
+            return self._buffer[span.offset : span.offset + span.size]
+        return FileView(self._file.fileno())[span.offset : span.offset + span.size]
+
+    def close(self) -> None:
+        """Release the serialised copy."""
+        if self._buffer is not None:
+            self._buffer.release()
+            self._buffer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._spans = None
+
+
+def _blob_to_array(raw: bytes | memoryview, shape: tuple[int, ...], element_type: str) -> np.ndarray:
+    bits = sub_byte_bits(element_type)
+    if bits:
+        return unpack_bits(np.frombuffer(raw, np.uint8), bits, shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    return np.frombuffer(raw, dtype=numpy_dtype(element_type), count=count).reshape(shape).copy()
+
+
+def _resource_key(attr: ir.Attribute) -> str:
+    match = _RESOURCE_KEY.search(str(attr))
+    if match is None:
+        raise ValueError(f"cannot find the resource key of {attr}")
+    return match.group(1)
+
+
+def constant_loader(op: ir.Operation, blobs: BlobReader) -> Callable[[], np.ndarray]:
+    """A function returning the constant's value that touches no IR, so it can run on any thread.
+
+    Inline values are read now (they are small); blob values are read when called.
+    """
+    attr = op.attributes["value"]
+    if not ir.DenseResourceElementsAttr.isinstance(attr):
+        value = read_constant(op, blobs)
+        return lambda: value
+    ttype = ir.RankedTensorType(attr.type)
+    shape, element_type = tuple(ttype.shape), str(ttype.element_type)
+    key = _resource_key(attr)
+    return lambda: _blob_to_array(blobs.read(key), shape, element_type)
+
+
+def read_constant(op: ir.Operation, blobs: BlobReader) -> np.ndarray:
+    """The value of a ``coreai.constant`` as a new numpy array."""
+    attr = op.attributes["value"]
+    ttype = ir.RankedTensorType(attr.type)
+    shape = tuple(ttype.shape)
+    element_type = str(ttype.element_type)
+    dtype = numpy_dtype(element_type)
+    if ir.DenseResourceElementsAttr.isinstance(attr):
+        return _blob_to_array(blobs.read(_resource_key(attr)), shape, element_type)
+    dense = ir.DenseElementsAttr(attr)
+    if dense.is_splat:
+        return np.full(shape, _scalar(dense.get_splat_value()), dtype=dtype)
+    try:
+        return np.array(dense, copy=True).astype(dtype, copy=False).reshape(shape)
+    except (TypeError, ValueError, RuntimeError):
+        return _parse_dense_text(str(attr), shape, dtype)
+
+
+def _scalar(attr: ir.Attribute) -> float | int:
+    if ir.FloatAttr.isinstance(attr):
+        return ir.FloatAttr(attr).value
+    if ir.IntegerAttr.isinstance(attr):
+        return ir.IntegerAttr(attr).value
+    if ir.BoolAttr.isinstance(attr):
+        return ir.BoolAttr(attr).value
+    raise TypeError(f"unsupported splat value {attr}")
+
+
+def _parse_dense_text(text: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Fallback for inline element types the buffer protocol does not expose (e.g. bf16)."""
+    body = text[text.index("<") + 1 : text.rindex(">")]
+    if body.startswith('"0x'):
+        raw = bytes.fromhex(body[3:-1])
+        return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    numbers = re.findall(r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan|0x[0-9A-Fa-f]+)", body)
+    values = np.array([float.fromhex(n) if n.startswith("0x") else float(n) for n in numbers])
+    return values.astype(dtype).reshape(shape)
+
+
+def constant_attr(array: np.ndarray, element_type: str) -> ir.Attribute:
+    """A constant attribute holding ``array`` as ``element_type`` (current context).
+
+    Arrays whose elements are all equal become splats; everything else becomes a
+    ``dense_resource`` blob that references a private copy of the data.
+    """
+    shape = tuple(array.shape)
+    ttype = tensor_type(shape, element_type)
+    flat = array.reshape(-1)
+    if flat.size and (flat.size == 1 or _all_equal(flat)):
+        return ir.DenseElementsAttr.get_splat(ttype, _element_attr(flat[0], element_type))
+    bits = sub_byte_bits(element_type)
+    if bits:
+        data = pack_bits(flat.astype(np.uint8), bits)
+    else:
+        data = np.ascontiguousarray(flat.astype(numpy_dtype(element_type)))
+        data = data.view(np.uint8)
+    return ir.DenseResourceElementsAttr.get_from_buffer(data, f"coreai_opt_{next(_names)}", ttype)
+
+
+def _all_equal(flat: np.ndarray) -> bool:
+    """Whether every element has the same bit pattern."""
+    raw = np.ascontiguousarray(flat).view(np.uint8).reshape(flat.size, -1)
+    return bool((raw == raw[:1]).all())
+
+
+def _element_attr(value: Any, element_type: str) -> ir.Attribute:
+    etype = _mlir_element_type(element_type)
+    if element_type.startswith(("f", "bf")):
+        return ir.FloatAttr.get(etype, float(value))
+    if element_type == "i1":
+        return ir.IntegerAttr.get(etype, int(bool(value)))
+    return ir.IntegerAttr.get(etype, int(value))

@@ -1,0 +1,90 @@
+"""Pruning masks: magnitude, block and n:m. Each returns a boolean *keep* mask.
+
+Ties are broken deterministically: among equal magnitudes (or block norms) the
+element (block) with the lower flat index is pruned first, so exactly the
+requested number is pruned even when values repeat.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+
+def prune_count(size: int, sparsity: float) -> int:
+    """``floor(size * sparsity)``, computed on the decimal value of ``sparsity``.
+
+    Exact rational arithmetic keeps ``0.29 * 100`` at 29 rather than the
+    28.999999999999996 binary floating point gives.
+    """
+    return int(Fraction(str(float(sparsity))) * size)
+
+
+def lowest_k_mask(scores: np.ndarray, count: int) -> np.ndarray:
+    """True for the ``count`` smallest scores (ties: lower flat index first), as a flat bool array."""
+    flat = np.asarray(scores, dtype=np.float64).reshape(-1)
+    chosen = np.zeros(flat.size, dtype=bool)
+    if count <= 0:
+        return chosen
+    if count >= flat.size:
+        chosen[:] = True
+        return chosen
+    threshold = np.partition(flat, count - 1)[count - 1]
+    below = flat < threshold
+    chosen[below] = True
+    ties = np.flatnonzero(flat == threshold)[: count - int(below.sum())]
+    chosen[ties] = True
+    return chosen
+
+
+def magnitude_mask(weight: np.ndarray, sparsity: float) -> np.ndarray:
+    """Keep mask pruning exactly ``floor(size * sparsity)`` lowest-magnitude elements."""
+    pruned = lowest_k_mask(np.abs(weight.astype(np.float64)), prune_count(weight.size, sparsity))
+    return ~pruned.reshape(weight.shape)
+
+
+def block_mask(weight2d: np.ndarray, block_size: int, sparsity: float) -> np.ndarray:
+    """Keep mask pruning whole blocks of ``block_size`` consecutive rows (output channels).
+
+    ``weight2d`` is (channels, positions): a block is ``block_size`` consecutive
+    channels at one position. Blocks are ranked by L2 norm; a trailing partial
+    block is ranked by its norm scaled to a full block (its RMS), so a short block
+    is not pruned just for being short. ``floor(n_blocks * sparsity)`` blocks go.
+    """
+    channels, positions = weight2d.shape
+    n_full, tail = divmod(channels, block_size)
+    squares = np.square(weight2d.astype(np.float64))
+    scores = [np.sqrt(squares[: n_full * block_size].reshape(n_full, block_size, positions).sum(axis=1))]
+    if tail:
+        scores.append(np.sqrt(squares[n_full * block_size :].sum(axis=0, keepdims=True) * (block_size / tail)))
+    block_scores = np.concatenate(scores, axis=0)  # (n_blocks, positions)
+    pruned = lowest_k_mask(block_scores, prune_count(block_scores.size, sparsity))
+    pruned_rows = np.repeat(pruned.reshape(block_scores.shape), block_size, axis=0)[:channels]
+    return ~pruned_rows
+
+
+def n_m_mask(weight2d: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Keep mask zeroing the ``n`` lowest-magnitude of every ``m`` consecutive elements per row.
+
+    ``weight2d`` is (rows, input channels). A trailing partial group of ``r``
+    elements loses ``floor(n * r / m)`` of them, keeping the same ratio.
+    """
+    rows, length = weight2d.shape
+    magnitude = np.abs(weight2d.astype(np.float64))
+    keep = np.ones((rows, length), dtype=bool)
+    n_full, tail = divmod(length, m)
+    if n_full and n:
+        groups = magnitude[:, : n_full * m].reshape(rows, n_full, m)
+        # A stable argsort ranks equal magnitudes by position, so ties prune the earlier element.
+        order = np.argsort(groups, axis=-1, kind="stable")[..., :n]
+        full = np.ones(groups.shape, dtype=bool)
+        np.put_along_axis(full, order, False, axis=-1)
+        keep[:, : n_full * m] = full.reshape(rows, n_full * m)
+    tail_prune = (n * tail) // m
+    if tail and tail_prune:
+        order = np.argsort(magnitude[:, n_full * m :], axis=-1, kind="stable")[:, :tail_prune]
+        part = np.ones((rows, tail), dtype=bool)
+        np.put_along_axis(part, order, False, axis=-1)
+        keep[:, n_full * m :] = part
+    return keep

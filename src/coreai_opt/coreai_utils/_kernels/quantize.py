@@ -1,0 +1,70 @@
+"""Symmetric linear quantization to int8 / uint8 / fp8, with block-wise scales.
+
+``decoded = scale * (q - zero_point)``; the scale of a block is its largest
+magnitude divided by the format's largest code, rounded to the scale's storage
+type. Quantization is computed in float64, so no input in range of float32
+overflows on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    """A storage format for quantized values."""
+
+    name: str
+    element_type: str  # as MLIR prints it
+    dtype: np.dtype
+    qmax: float  # largest magnitude code
+    zero_point: int  # code of 0.0
+
+    @property
+    def is_float(self) -> bool:
+        return self.element_type.startswith("f")
+
+
+FORMATS: dict[str, QuantFormat] = {
+    "int8": QuantFormat("int8", "si8", np.dtype(np.int8), 127.0, 0),
+    "uint8": QuantFormat("uint8", "ui8", np.dtype(np.uint8), 127.0, 128),
+    "fp8_e4m3fn": QuantFormat("fp8_e4m3fn", "f8E4M3FN", np.dtype(ml_dtypes.float8_e4m3fn), 448.0, 0),
+    "fp8_e5m2": QuantFormat("fp8_e5m2", "f8E5M2", np.dtype(ml_dtypes.float8_e5m2), 57344.0, 0),
+}
+
+
+def block_scales(x: np.ndarray, fmt: QuantFormat, reduce_axes: tuple[int, ...], scale_dtype: np.dtype) -> np.ndarray:
+    """Per-block scales (kept dims), as stored in ``scale_dtype``; never zero, inf or NaN."""
+    kept = [1 if axis in reduce_axes else size for axis, size in enumerate(x.shape)]
+    if x.size == 0:
+        return np.ones(kept, scale_dtype)
+    amax = np.max(np.abs(x.astype(np.float64)), axis=reduce_axes, keepdims=True)
+    scale = (amax / fmt.qmax).astype(scale_dtype)
+    smallest = np.asarray(ml_dtypes.finfo(scale_dtype).smallest_subnormal, scale_dtype)
+    scale = np.where(amax == 0, np.ones((), scale_dtype), scale)  # all-zero block: any scale works
+    return np.where(scale == 0, smallest, scale).astype(scale_dtype)  # underflow: smallest step
+
+
+def quantize(x: np.ndarray, scale: np.ndarray, fmt: QuantFormat) -> np.ndarray:
+    """Codes of ``x`` for broadcastable ``scale`` (round to nearest, clipped to the format)."""
+    ratio = np.clip(x.astype(np.float64) / scale.astype(np.float64), -fmt.qmax, fmt.qmax)
+    if fmt.is_float:
+        return ratio.astype(fmt.dtype)
+    return (np.rint(ratio) + fmt.zero_point).astype(fmt.dtype)
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, fmt: QuantFormat) -> np.ndarray:
+    """Exact float64 values the codes stand for."""
+    return scale.astype(np.float64) * (q.astype(np.float64) - fmt.zero_point)
+
+
+def quantize_blocks(
+    x: np.ndarray, fmt: QuantFormat, reduce_axes: tuple[int, ...], scale_dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scales) of ``x`` with one scale per block spanned by ``reduce_axes``."""
+    scale = block_scales(x, fmt, reduce_axes, np.dtype(scale_dtype))
+    return quantize(x, scale, fmt), scale

@@ -1,0 +1,76 @@
+"""Reshape weights so each row holds one group's values, and back.
+
+Every granularity is expressed the same way: move the output-channel axis to the
+front, flatten the rest, and stack ``channels / n_groups`` consecutive channels
+per row. Vector palettization additionally gathers ``cluster_dim`` consecutive
+channels at the same position into one vector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._types import CompressionGranularity
+
+
+def channel_major(weight: np.ndarray, out_axis: int) -> np.ndarray:
+    """(channels, rest) view with output channels first."""
+    moved = np.moveaxis(weight, out_axis, 0)
+    return moved.reshape(moved.shape[0], -1)
+
+
+def restore_layout(rows: np.ndarray, shape: tuple[int, ...], out_axis: int) -> np.ndarray:
+    """Inverse of :func:`channel_major` for an array whose output axis has ``shape[out_axis]`` entries."""
+    moved_shape = (shape[out_axis], *shape[:out_axis], *shape[out_axis + 1 :])
+    return np.moveaxis(rows.reshape(moved_shape), 0, out_axis)
+
+
+def nearest_group_size(channels: int, requested: int, unit: int = 1) -> int:
+    """The multiple of ``unit`` dividing ``channels`` closest to ``requested`` (ties: the smaller)."""
+    options = [size for size in range(unit, channels + 1, unit) if channels % size == 0]
+    return min(options, key=lambda size: (abs(size - requested), size))
+
+
+def group_count(channels: int, granularity: CompressionGranularity, group_size: int,
+                unit: int = 1) -> tuple[int, str | None]:
+    """Number of LUTs along the output axis, and a note when ``group_size`` had to change.
+
+    ``unit`` channels always share a LUT (the vector length of vector palettization).
+    """
+    if granularity == CompressionGranularity.PER_TENSOR:
+        return 1, None
+    if granularity == CompressionGranularity.PER_CHANNEL:
+        return channels // unit, None
+    size = nearest_group_size(channels, group_size, unit)
+    note = None
+    if size != group_size:
+        note = (f"{channels} output channels are not divisible by group_size {group_size}"
+                + (f" in multiples of cluster_dim {unit}" if unit > 1 else "")
+                + f"; used groups of {size} ({channels // size} LUTs)")
+    return channels // size, note
+
+
+def scalar_rows(weight2d: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups, values per group) from a (channels, rest) array."""
+    return weight2d.reshape(n_groups, -1)
+
+
+def vector_rows(weight2d: np.ndarray, n_groups: int, cluster_dim: int) -> np.ndarray:
+    """(n_groups, vectors per group, cluster_dim): vectors of consecutive channels at one position."""
+    channels, rest = weight2d.shape
+    vectors = weight2d.reshape(channels // cluster_dim, cluster_dim, rest).transpose(0, 2, 1)
+    return vectors.reshape(n_groups, -1, cluster_dim)
+
+
+def lut_shape(rank: int, out_axis: int, n_groups: int, entries: int, vector: int) -> tuple[int, ...]:
+    """Shape of a ``lut_to_dense`` LUT with ``n_groups`` blocks along the output axis."""
+    blocks = [1] * rank
+    blocks[out_axis] = n_groups
+    return (*blocks, entries, vector)
+
+
+def channel_param_shape(rank: int, out_axis: int, channels: int) -> tuple[int, ...]:
+    """Shape of a per-output-channel parameter broadcast over a weight of ``rank``."""
+    shape = [1] * rank
+    shape[out_axis] = channels
+    return tuple(shape)

@@ -1,0 +1,131 @@
+"""Palettization encoder: a weight becomes n-bit indices into per-group LUTs.
+
+Decompression graph (innermost first)::
+
+    lut      = const LUT (weight dtype)                       | or
+    lut      = blockwise_shift_scale(const LUT codes, per-LUT scale, zero point, 0)   (lut_dtype)
+    dense    = lut_to_dense(const ui<n> indices, lut, axis = output channel axis)
+    weight   = blockwise_shift_scale(dense, per-channel scale, 0, 0)   (enable_per_channel_scale)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .._dtypes import numpy_dtype, uint_type
+from .._encoding import Const, LutToDense, Node, ShiftScale
+from .._ir import Role
+from .._kernels.assign import nearest_scalar, nearest_vectors
+from .._kernels.kmeans1d import palettize_rows
+from .._kernels.kmeans_vec import palettize_vectors
+from .._kernels.quantize import FORMATS, dequantize, quantize_blocks
+from . import layout
+from .options import PalettizeOptions
+from .runner import Encoded, Skipped
+
+
+def _storage_rounding(element_type: str) -> Callable[[np.ndarray], np.ndarray]:
+    dtype = numpy_dtype(element_type)
+    return lambda values: values.astype(dtype).astype(np.float64)
+
+
+def _channel_scales(weight2d: np.ndarray, element_type: str) -> np.ndarray:
+    """Per-channel max magnitude as stored, shape (channels, 1); 1 where that would be 0."""
+    scale = np.max(np.abs(weight2d.astype(np.float64)), axis=1, keepdims=True).astype(numpy_dtype(element_type))
+    return np.where(scale > 0, scale, np.ones((), scale.dtype))
+
+
+class PalettizeEncoder:
+    """Callable turning one weight into its palettized decompression graph."""
+
+    def __init__(self, options: PalettizeOptions) -> None:
+        self.options = options
+
+    def __call__(self, weight: np.ndarray, role: Role, element_type: str) -> Encoded | Skipped:
+        opts = self.options
+        out_axis = role.out_axis
+        channels = weight.shape[out_axis]
+        unit = opts.cluster_dim
+        if channels % unit:
+            return Skipped(f"{channels} output channels are not divisible by cluster_dim {unit}")
+        n_groups, note = layout.group_count(channels, opts.granularity, opts.group_size, unit)
+        weight2d = layout.channel_major(weight, out_axis).astype(np.float32)
+        channel_scale = None
+        if opts.enable_per_channel_scale:
+            channel_scale = _channel_scales(weight2d, element_type)
+            weight2d = (weight2d.astype(np.float64) / channel_scale).astype(np.float32)
+
+        lut, indices = self._cluster(weight2d, n_groups, element_type)
+        lut_node: Node = Const(lut.reshape(self._lut_shape(weight.ndim, out_axis, n_groups)).astype(
+            numpy_dtype(element_type)), element_type)
+        if opts.lut_dtype is not None:
+            lut_node, indices = self._quantized_lut(weight2d, lut, n_groups, element_type, weight.ndim, out_axis)
+
+        index_rows = indices.reshape(channels // unit, -1)
+        index_shape = list(weight.shape)
+        index_shape[out_axis] = channels // unit
+        index_array = layout.restore_layout(index_rows, tuple(index_shape), out_axis)
+        node: Node = LutToDense(Const(np.ascontiguousarray(index_array), uint_type(opts.n_bits)), lut_node, out_axis)
+        if channel_scale is not None:
+            node = self._scaled(node, channel_scale, weight.ndim, out_axis, element_type)
+        return Encoded(node, self._detail(n_groups, channels, element_type), (note,) if note else ())
+
+    def _lut_shape(self, rank: int, out_axis: int, n_groups: int) -> tuple[int, ...]:
+        return layout.lut_shape(rank, out_axis, n_groups, 2**self.options.n_bits, self.options.cluster_dim)
+
+    def _cluster(self, weight2d: np.ndarray, n_groups: int, element_type: str) -> tuple[np.ndarray, np.ndarray]:
+        """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8)."""
+        opts = self.options
+        k = 2**opts.n_bits
+        to_storage = _storage_rounding(element_type)
+        if opts.cluster_dim == 1:
+            return palettize_rows(layout.scalar_rows(weight2d, n_groups), k,
+                                  round_decimals=opts.round_decimals, to_storage=to_storage)
+        points = layout.vector_rows(weight2d, n_groups, opts.cluster_dim)
+        return palettize_vectors(points, k, round_decimals=opts.round_decimals, to_storage=to_storage)
+
+    def _quantized_lut(self, weight2d, lut, n_groups, element_type, rank, out_axis) -> tuple[Node, np.ndarray]:
+        """LUT codes with one scale per LUT, and indices re-assigned to the decoded entries."""
+        fmt = FORMATS[self.options.lut_dtype.value]
+        float_dtype = numpy_dtype(element_type)
+        reduce_axes = tuple(range(1, lut.ndim))
+        codes, scale = quantize_blocks(lut, fmt, reduce_axes, float_dtype)
+        decoded = dequantize(codes, scale, fmt).astype(float_dtype).astype(np.float64)
+        if self.options.cluster_dim == 1:
+            order = np.argsort(decoded, axis=1, kind="stable")
+            codes = np.take_along_axis(codes, order, axis=1)
+            decoded = np.take_along_axis(decoded, order, axis=1)
+            indices = nearest_scalar(layout.scalar_rows(weight2d, n_groups), decoded)
+        else:
+            indices = nearest_vectors(layout.vector_rows(weight2d, n_groups, self.options.cluster_dim), decoded)
+        shape = self._lut_shape(rank, out_axis, n_groups)
+        scale_shape = (*shape[:-2], 1, 1)
+        node = ShiftScale(
+            Const(codes.reshape(shape), fmt.element_type),
+            Const(scale.reshape(scale_shape), element_type),
+            Const(np.full(scale_shape, fmt.zero_point, fmt.dtype), fmt.element_type),
+            Const(np.zeros(scale_shape, float_dtype), element_type),
+        )
+        return node, indices
+
+    @staticmethod
+    def _scaled(node: Node, channel_scale: np.ndarray, rank: int, out_axis: int, element_type: str) -> Node:
+        shape = layout.channel_param_shape(rank, out_axis, channel_scale.shape[0])
+        dtype = numpy_dtype(element_type)
+        return ShiftScale(node, Const(channel_scale.reshape(shape), element_type),
+                          Const(np.zeros(shape, dtype), element_type), Const(np.zeros(shape, dtype), element_type))
+
+    def _detail(self, n_groups: int, channels: int, element_type: str) -> str:
+        opts = self.options
+        parts = [f"palettized {opts.n_bits}-bit", str(opts.granularity.value)]
+        if opts.granularity.value == "per_grouped_channel":
+            parts[-1] += f" (groups of {channels // n_groups})"
+        parts.append(f"{n_groups} LUT{'s' if n_groups > 1 else ''} of {2**opts.n_bits}")
+        if opts.cluster_dim > 1:
+            parts.append(f"vectors of {opts.cluster_dim}")
+        parts.append(f"LUT {opts.lut_dtype.value if opts.lut_dtype else element_type}")
+        if opts.enable_per_channel_scale:
+            parts.append("per-channel scale")
+        return ", ".join(parts)

@@ -1,0 +1,194 @@
+"""The driver every compression pass shares.
+
+1. Select: walk the program's constants; a float constant whose consumers are all
+   weight ops and that has more than ``threshold`` elements is a candidate.
+2. Encode: read each candidate and let the pass's encoder turn it into a
+   decompression expression (numpy only, on worker threads, one weight per task,
+   so the result does not depend on the number of workers).
+3. Apply: build every replacement, then swap them in; a failure before the swap
+   erases what was built, so the program is never left half-changed.
+4. Report: one row per weight, warnings for the ones that could not be compressed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _ir
+from .._dtypes import FLOAT_TYPES, storage_bytes
+from .._encoding import Node, decode
+from .._encoding import storage_bytes as encoded_bytes
+from .report import CompressionReport, WeightReport, publish, reporting_requested
+
+
+class CompressionWarning(UserWarning):
+    """A weight could not be compressed as asked (it is named in the message)."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoder's result: the replacement expression and a description of it."""
+
+    node: Node
+    detail: str
+    notes: tuple[str, ...] = ()  # things the user should know (each becomes a warning)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An encoder's refusal, with the reason shown to the user."""
+
+    reason: str
+
+
+#: (weight, role, element type) -> outcome. Must not touch the IR (it runs on worker threads).
+Encoder = Callable[[np.ndarray, "_ir.Role", str], "Encoded | Skipped"]
+
+
+@dataclass
+class _Candidate:
+    position: int  # order in the program, for the report
+    site: _ir.ConstantSite
+    analysis: _ir.RoleAnalysis
+
+
+def check_program(program: object) -> None:
+    """Raise TypeError unless ``program`` is an ``AIProgram``, with a hint for common mix-ups."""
+    if isinstance(program, _ir.AIProgram):
+        return
+    kind = type(program).__name__
+    hint = ""
+    if isinstance(program, str) or hasattr(program, "__fspath__"):
+        hint = " To compress a saved model, load it first: AIModelAsset.load(path).program."
+    elif kind == "AIModelAsset":
+        hint = " Use its program: asset.program (AIModelAsset.load(path).program)."
+    elif any(base.__name__ == "Module" and "torch" in base.__module__ for base in type(program).__mro__):
+        hint = " Convert the torch module to Core AI first (coreai_torch.TorchConverter), then pass the program."
+    raise TypeError(f"coreai_program must be a coreai.authoring.AIProgram, got {kind}.{hint}")
+
+
+def _weight_report(site: _ir.ConstantSite, analysis: _ir.RoleAnalysis, status: str, detail: str,
+                   bytes_after: int | None = None, snr_db: float | None = None, warning: bool = False) -> WeightReport:
+    before = storage_bytes(site.size, site.element_type)
+    return WeightReport(
+        name=site.name, id=site.id, shape=site.shape, element_type=site.element_type,
+        consumers=analysis.consumers, status=status, detail=detail,
+        bytes_before=before, bytes_after=before if bytes_after is None else bytes_after,
+        snr_db=snr_db, warning=warning,
+    )
+
+
+def _select(module, threshold: int) -> tuple[list[_Candidate], list[tuple[int, WeightReport]]]:
+    candidates: list[_Candidate] = []
+    passed_over: list[tuple[int, WeightReport]] = []
+    for position, site in enumerate(_ir.iter_constants(module)):
+        if site.element_type not in FLOAT_TYPES:
+            continue
+        analysis = _ir.analyse_role(site)
+        if len(analysis.non_weight_consumers) == len(analysis.consumers):
+            continue  # no weight op reads it: not a weight
+        if analysis.role is None:
+            others = ", ".join(sorted(set(analysis.non_weight_consumers)))
+            passed_over.append((position, _weight_report(
+                site, analysis, "skipped", f"also read by {others}, which is not a weight op", warning=True)))
+        elif site.size <= threshold:
+            passed_over.append((position, _weight_report(
+                site, analysis, "skipped", f"{site.size} elements <= weight_num_threshold {threshold}")))
+        else:
+            candidates.append(_Candidate(position, site, analysis))
+    return candidates, passed_over
+
+
+def snr_db(original: np.ndarray, decoded: np.ndarray) -> float:
+    """Signal-to-noise ratio of ``decoded`` against ``original`` in dB (inf when exact)."""
+    x = original.astype(np.float64)
+    noise = float(np.sum(np.square(x - decoded.astype(np.float64))))
+    signal = float(np.sum(np.square(x)))
+    if noise == 0.0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def _encode_one(load: Callable[[], np.ndarray], role, element_type: str, encoder: Encoder, want_snr: bool):
+    weight = load()
+    finite = np.isfinite(weight)
+    if not finite.all():
+        bad = int(weight.size - np.count_nonzero(finite))
+        return Skipped(f"contains {bad} NaN/Inf values; left uncompressed"), None
+    outcome = encoder(weight, role, element_type)
+    snr = snr_db(weight, decode(outcome.node)) if want_snr and isinstance(outcome, Encoded) else None
+    return outcome, snr
+
+
+def _encode_all(candidates: list[_Candidate], blobs, encoder: Encoder, workers: int, want_snr: bool):
+    loaders = [_ir.constant_loader(c.site.op, blobs) for c in candidates]
+    jobs = [(load, c.analysis.role, c.site.element_type) for load, c in zip(loaders, candidates, strict=True)]
+    if workers <= 1 or len(jobs) <= 1:
+        return [_encode_one(*job, encoder, want_snr) for job in jobs]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreai_opt") as pool:
+        return list(pool.map(lambda job: _encode_one(*job, encoder, want_snr), jobs))
+
+
+def _apply(module, candidates: list[_Candidate], outcomes: Iterable) -> None:
+    editor = _ir.ProgramEditor(module)
+    try:
+        for candidate, (outcome, _) in zip(candidates, outcomes, strict=True):
+            if isinstance(outcome, Encoded):
+                editor.insert(candidate.site.op, outcome.node)
+    except BaseException:
+        editor.rollback()
+        raise
+    editor.commit()
+
+
+def _warn(rows: list[WeightReport], notes: list[str], pass_name: str) -> None:
+    for row in rows:
+        if row.warning:
+            warnings.warn(f"{pass_name}: skipped weight '{row.name}' ({row.id}): {row.detail}",
+                          CompressionWarning, stacklevel=5)
+    for note in notes:
+        warnings.warn(f"{pass_name}: {note}", CompressionWarning, stacklevel=5)
+
+
+def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshold: int,
+             encoder: Encoder, workers: int = 1):
+    """Compress ``program``'s weights with ``encoder``; return the compressed program."""
+    check_program(program)
+    if not isinstance(in_place, bool):
+        raise ValueError(f'"in_place" must be True or False. Got {in_place!r}.')
+    start = time.perf_counter()
+    target = program if in_place else _ir.clone_program(program)
+    module = _ir.mlir_module(target)
+    candidates, rows = _select(module, threshold)
+    weight_bytes = sum(storage_bytes(c.site.size, c.site.element_type) for c in candidates)
+    blobs = _ir.BlobReader(module.operation, weight_bytes)
+    try:
+        outcomes = _encode_all(candidates, blobs, encoder, workers, reporting_requested())
+    finally:
+        blobs.close()
+    _apply(module, candidates, outcomes)
+
+    notes: list[str] = []
+    for candidate, (outcome, snr) in zip(candidates, outcomes, strict=True):
+        site, analysis = candidate.site, candidate.analysis
+        if analysis.conflict:
+            notes.append(f"weight '{site.name}' ({site.id}): {analysis.conflict}")
+        if isinstance(outcome, Skipped):
+            rows.append((candidate.position,
+                         _weight_report(site, analysis, "skipped", outcome.reason, warning=True)))
+            continue
+        notes.extend(f"weight '{site.name}' ({site.id}): {note}" for note in outcome.notes)
+        rows.append((candidate.position, _weight_report(
+            site, analysis, "compressed", outcome.detail, bytes_after=encoded_bytes(outcome.node), snr_db=snr)))
+    ordered = [row for _, row in sorted(rows, key=lambda item: item[0])]
+    report = CompressionReport(pass_name, options, ordered, time.perf_counter() - start)
+    _warn(ordered, notes, pass_name)
+    publish(report)
+    return target

@@ -1,0 +1,179 @@
+"""palettize_weights on real converted programs, checked in the Core AI runtime.
+
+Every option of the spec is exercised on an Embedding + Linear + Conv2d net in
+float32 and float16: the IR must hold the expected decompression ops, the saved
+asset must run in the Core AI runtime and match a numpy forward pass that uses
+the weights decoded (in numpy) from the constants actually written to the IR,
+and the asset must shrink by the amount the encoding predicts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coreai_opt.coreai_utils import (
+    CompressionGranularity,
+    CompressionWarning,
+    DType,
+    collect_reports,
+    palettize_weights,
+)
+from coreai_opt.coreai_utils._encoding import Const, LutToDense, ShiftScale, constants
+from helpers.models import small_net_forward
+from helpers.program import decoded_small_net_weights, save_and_run, weight_expressions
+
+G = CompressionGranularity
+
+CONFIGS = {
+    "1bit": dict(n_bits=1),
+    "2bit": dict(n_bits=2),
+    "3bit": dict(n_bits=3),
+    "4bit": dict(n_bits=4),
+    "6bit": dict(n_bits=6),
+    "8bit": dict(n_bits=8),
+    "4bit-exact": dict(n_bits=4, enable_fast_kmeans_mode=False),
+    "4bit-per-channel": dict(n_bits=4, granularity=G.PER_CHANNEL),
+    "4bit-groups-16": dict(n_bits=4, granularity=G.PER_GROUPED_CHANNEL, group_size=16),
+    "2bit-groups-8": dict(n_bits=2, granularity="per_grouped_channel", group_size=8),
+    "4bit-int8-lut": dict(lut_dtype=DType.INT8, granularity=G.PER_GROUPED_CHANNEL, group_size=16),
+    "4bit-uint8-lut": dict(lut_dtype=DType.UINT8),
+    "4bit-fp8e4m3-lut": dict(lut_dtype=DType.FP8_E4M3FN, granularity=G.PER_CHANNEL),
+    "4bit-fp8e5m2-lut": dict(lut_dtype="fp8_e5m2"),
+    "4bit-cluster-dim-2": dict(cluster_dim=2),
+    "3bit-cluster-dim-4-groups-8": dict(n_bits=3, cluster_dim=4, granularity=G.PER_GROUPED_CHANNEL, group_size=8),
+    "4bit-cluster-dim-2-per-channel": dict(cluster_dim=2, granularity=G.PER_CHANNEL),
+    "4bit-per-channel-scale": dict(enable_per_channel_scale=True),
+    "2bit-per-channel-scale-int8-lut": dict(n_bits=2, enable_per_channel_scale=True, lut_dtype=DType.INT8),
+}
+
+
+def _palettize(program, **kwargs):
+    kwargs.setdefault("lut_dtype", None)
+    lut_dtype = kwargs.pop("lut_dtype")
+    with collect_reports() as reports:
+        result = palettize_weights(program, lut_dtype, num_kmeans_workers=2, **kwargs)
+    return result, reports[0]
+
+
+def _lut_node(expression):
+    node = expression.data if isinstance(expression, ShiftScale) and isinstance(expression.data, LutToDense) \
+        else expression
+    assert isinstance(node, LutToDense), f"expected lut_to_dense, got {type(node).__name__}"
+    return node
+
+
+def _check_structure(expression, weight_shape, out_axis, options, weight_type):
+    """The decompression graph in the IR has the requested shape and types."""
+    n_bits = options.get("n_bits", 4)
+    cluster_dim = options.get("cluster_dim", 1)
+    lut_node = _lut_node(expression)
+    assert lut_node.indices.element_type == f"ui{n_bits}"
+    index_shape = list(weight_shape)
+    index_shape[out_axis] //= cluster_dim
+    assert lut_node.indices.shape == tuple(index_shape)
+    assert lut_node.axis == out_axis
+    lut = lut_node.lut
+    lut_shape = lut.data.shape if isinstance(lut, ShiftScale) else lut.shape
+    assert lut_shape[-2:] == (2**n_bits, cluster_dim)
+    assert all(size == 1 for axis, size in enumerate(lut_shape[:-2]) if axis != out_axis)
+    groups = lut_shape[out_axis]
+    granularity = options.get("granularity", G.PER_TENSOR)
+    channels = weight_shape[out_axis]
+    if granularity == G.PER_TENSOR:
+        assert groups == 1
+    elif granularity == G.PER_CHANNEL:
+        assert groups == channels // cluster_dim
+    else:
+        assert channels % groups == 0 and (channels // groups) % cluster_dim == 0
+    if options.get("lut_dtype") is not None:
+        assert isinstance(lut, ShiftScale)
+        stored = DType(options["lut_dtype"])
+        assert lut.data.element_type == {"int8": "si8", "uint8": "ui8", "fp8_e4m3fn": "f8E4M3FN",
+                                         "fp8_e5m2": "f8E5M2"}[stored.value]
+        assert lut.scale.shape[out_axis] == groups  # one scale per LUT
+    else:
+        assert isinstance(lut, Const) and lut.element_type == weight_type
+    if options.get("enable_per_channel_scale"):
+        assert isinstance(expression, ShiftScale) and expression.scale.shape[out_axis] == channels
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_palettized_program_runs_and_matches_numpy(name, small_program, tmp_path):
+    program, net, inputs = small_program
+    options = CONFIGS[name]
+    before_ir = str(program)
+    _, size_before = save_and_run(program, inputs, tmp_path, "original")
+
+    compressed, report = _palettize(program, **options)
+
+    assert str(program) == before_ir, "in_place=False must not touch the input program"
+    weight_type = "f16" if inputs["img"].dtype == np.float16 else "f32"
+    expressions = weight_expressions(compressed)
+    shapes = {"gather_nd": ((100, 64), 0), "conv2d": ((16, 8, 3, 3), 0), "matmul": ((48, 64), 0)}
+    for kind, (shape, out_axis) in shapes.items():
+        _check_structure(expressions[kind][0], shape, out_axis, options, weight_type)
+
+    outputs, size_after = save_and_run(compressed, inputs, tmp_path, "compressed")
+    expected = small_net_forward(decoded_small_net_weights(compressed), net, inputs)
+    tolerance = 2e-2 if weight_type == "f16" else 1e-4
+    for got, want in zip(outputs, expected, strict=True):
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * np.abs(want).max())
+
+    assert len(report.compressed) == 3 and not report.skipped
+    predicted = size_before - report.bytes_before + report.bytes_after
+    assert abs(size_after - predicted) <= 1024 + 0.02 * predicted
+    n_bits = options.get("n_bits", 4)
+    index_bytes = sum(c.storage_bytes for e in expressions.values() for c in constants(e[0])
+                      if c.element_type == f"ui{n_bits}")
+    cluster_dim = options.get("cluster_dim", 1)
+    assert index_bytes == sum(-(-(size // cluster_dim) * n_bits // 8) for size in (6400, 1152, 3072))
+    assert size_after < size_before
+
+
+def test_group_size_that_does_not_divide_is_adjusted_with_a_warning(small_net_fp32):
+    program, _, _ = small_net_fp32
+    with pytest.warns(CompressionWarning, match=r"100 output channels are not divisible by group_size 32.*groups of 25"):
+        compressed, report = _palettize(program, granularity=G.PER_GROUPED_CHANNEL, group_size=32)
+    embedding = _lut_node(weight_expressions(compressed)["gather_nd"][0])
+    assert embedding.lut.shape[0] == 4  # 100 rows in groups of 25
+    assert len(report.compressed) == 3
+
+
+def test_cluster_dim_that_does_not_divide_skips_that_weight_with_a_warning(small_net_fp32):
+    program, _, _ = small_net_fp32
+    with pytest.warns(CompressionWarning, match=r"skipped weight .*not divisible by cluster_dim 3"):
+        _, report = _palettize(program, cluster_dim=3)
+    # 48 linear and 16 conv channels... 48 is divisible by 3, 16 and 100 are not.
+    statuses = {w.shape: w.status for w in report.weights}
+    assert statuses[(48, 64)] == "compressed"
+    assert statuses[(16, 8, 3, 3)] == "skipped" and statuses[(100, 64)] == "skipped"
+
+
+def test_weight_num_threshold_is_strictly_more_than(small_net_fp32):
+    program, _, _ = small_net_fp32
+    _, report = _palettize(program, weight_num_threshold=3072)
+    statuses = {w.shape: (w.status, w.detail) for w in report.weights}
+    assert statuses[(48, 64)][0] == "skipped" and "3072 elements <= weight_num_threshold 3072" in statuses[(48, 64)][1]
+    assert statuses[(100, 64)][0] == "compressed"
+    assert statuses[(16, 8, 3, 3)][0] == "skipped"
+
+
+def test_in_place_modifies_and_returns_the_same_program(small_net_fp32):
+    import copy
+
+    program = copy.deepcopy(small_net_fp32[0])
+    result = palettize_weights(program, None, in_place=True)
+    assert result is program
+    assert "coreai.lut_to_dense" in str(program)
+
+
+def test_output_is_identical_for_any_worker_count(small_net_fp32):
+    program, _, _ = small_net_fp32
+    results = []
+    for workers in (1, 2, 3, 8):
+        compressed = palettize_weights(program, None, granularity=G.PER_CHANNEL, num_kmeans_workers=workers)
+        expressions = weight_expressions(compressed)
+        results.append([c.array.tobytes() for kind in sorted(expressions) for c in constants(expressions[kind][0])])
+    assert all(r == results[0] for r in results[1:])
