@@ -84,7 +84,8 @@ def _graph_name(op: ir.Operation) -> str | None:
     return ir.StringAttr(op.attributes["sym_name"]).value
 
 
-def _display_name(op: ir.Operation, graph: str, ordinal: int) -> str:
+def display_name(op: ir.Operation, graph: str, ordinal: int) -> str:
+    """A readable name from the call stack in the op's location, else ``graph/const<ordinal>``."""
     match = _CALL_STACK.search(str(op.location))
     if not match:
         return f"{graph}/const{ordinal}"
@@ -114,7 +115,7 @@ def iter_constants(module: ir.Module) -> Iterator[ConstantSite]:
                 ttype = ir.RankedTensorType(result_type)
                 if not ttype.has_static_shape:
                     continue
-                display = _display_name(op.operation, graph, ordinal)
+                display = display_name(op.operation, graph, ordinal)
                 seen[display] += 1
                 if seen[display] > 1:
                     display = f"{display}#{seen[display]}"

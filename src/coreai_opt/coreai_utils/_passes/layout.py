@@ -46,7 +46,7 @@ def group_count(channels: int, granularity: CompressionGranularity, group_size: 
     if size != group_size:
         note = (f"{channels} output channels are not divisible by group_size {group_size}"
                 + (f" in multiples of cluster_dim {unit}" if unit > 1 else "")
-                + f"; used groups of {size} ({channels // size} LUTs)")
+                + f"; used groups of {size} ({channels // size} LUT{'s' if channels // size > 1 else ''})")
     return channels // size, note
 
 

@@ -13,12 +13,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 _collectors: contextvars.ContextVar[tuple[list[CompressionReport], ...]] = contextvars.ContextVar(
     "coreai_opt_report_collectors", default=()
+)
+#: (weights done, weights total, name of the weight just done) -> None
+ProgressCallback = Callable[[int, int, str], None]
+_progress: contextvars.ContextVar[ProgressCallback | None] = contextvars.ContextVar(
+    "coreai_opt_progress", default=None
 )
 
 
@@ -104,6 +109,21 @@ def collect_reports() -> Iterator[list[CompressionReport]]:
         yield reports
     finally:
         _collectors.reset(token)
+
+
+@contextlib.contextmanager
+def observe_progress(callback: ProgressCallback) -> Iterator[None]:
+    """Call ``callback(done, total, weight_name)`` on the calling thread as each weight is encoded."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
+def progress_callback() -> ProgressCallback | None:
+    """The active progress callback, if any."""
+    return _progress.get()
 
 
 def reporting_requested() -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,7 +25,7 @@ from .. import _ir
 from .._dtypes import FLOAT_TYPES, storage_bytes
 from .._encoding import Node, decode
 from .._encoding import storage_bytes as encoded_bytes
-from .report import CompressionReport, WeightReport, publish, reporting_requested
+from .report import CompressionReport, WeightReport, progress_callback, publish, reporting_requested
 
 
 class CompressionWarning(UserWarning):
@@ -127,13 +127,28 @@ def _encode_one(load: Callable[[], np.ndarray], role, element_type: str, encoder
     return outcome, snr
 
 
+def _outcomes(jobs: list, encoder: Encoder, workers: int, want_snr: bool) -> Iterator:
+    """Encode each job, in order; on ``workers`` threads when there is more than one."""
+    def run(job):
+        return _encode_one(*job, encoder, want_snr)
+
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(run, jobs)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreai_opt") as pool:
+        yield from pool.map(run, jobs)
+
+
 def _encode_all(candidates: list[_Candidate], blobs, encoder: Encoder, workers: int, want_snr: bool):
     loaders = [_ir.constant_loader(c.site.op, blobs) for c in candidates]
     jobs = [(load, c.analysis.role, c.site.element_type) for load, c in zip(loaders, candidates, strict=True)]
-    if workers <= 1 or len(jobs) <= 1:
-        return [_encode_one(*job, encoder, want_snr) for job in jobs]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreai_opt") as pool:
-        return list(pool.map(lambda job: _encode_one(*job, encoder, want_snr), jobs))
+    progress = progress_callback()
+    results = []
+    for candidate, outcome in zip(candidates, _outcomes(jobs, encoder, workers, want_snr)):
+        results.append(outcome)
+        if progress is not None:
+            progress(len(results), len(jobs), candidate.site.name)
+    return results
 
 
 def _apply(module, candidates: list[_Candidate], outcomes: Iterable) -> None:

@@ -1,0 +1,158 @@
+"""Optimal partition of sorted weighted atoms into k contiguous clusters (1-D k-means).
+
+``D_j[i]`` is the least sum of squared errors of atoms ``0..i`` in ``j``
+clusters: ``D_j[i] = min_l D_{j-1}[l-1] + cost(l, i)``, where ``cost`` is the SSE
+of atoms ``l..i`` from prefix sums of counts, sums and sums of squares. The best
+``l`` is non-decreasing in ``i`` (the cost satisfies the quadrangle inequality),
+so each layer is solved by divide and conquer: the middle position of every
+interval first, then each half searching only between its neighbours' optima.
+The recursion runs level by level, every row and every interval of a level in
+one vectorised step, so the work per layer is O(rows * M log M) numpy element
+operations and a handful of numpy calls per level. Ties choose the smallest
+``l``, which keeps the choice of optima monotone and the result deterministic.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+
+#: Above this many atoms the divide-and-conquer layer is used; below, the dense one is cheaper.
+DENSE_LIMIT = 256
+_DENSE_ROWS = 64
+
+
+@lru_cache(maxsize=64)
+def _levels(size: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]:
+    """Per recursion level: (middles, left neighbours, right neighbours, and both clipped) for ``size`` positions.
+
+    The neighbours are the positions just outside the interval (-1 / ``size`` at the ends),
+    whose optima bound the middle position's search.
+    """
+    levels = []
+    intervals = [(0, size - 1)]
+    while intervals:
+        mids, lefts, rights, children = [], [], [], []
+        for low, high in intervals:
+            mid = (low + high) // 2
+            mids.append(mid)
+            lefts.append(low - 1)
+            rights.append(high + 1)
+            if low <= mid - 1:
+                children.append((low, mid - 1))
+            if mid + 1 <= high:
+                children.append((mid + 1, high))
+        left, right = np.array(lefts), np.array(rights)
+        levels.append((np.array(mids), left, right, np.clip(left, 0, size - 1), np.clip(right, 0, size - 1)))
+        intervals = children
+    return tuple(levels)
+
+
+def _layer(previous: np.ndarray, pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, clusters: int):
+    """One DP layer: (best cost, best start) for every row and end position, with ``clusters`` clusters.
+
+    ``pc``, ``p1``, ``p2`` are (rows, M + 1) prefix sums. With ``i`` fixed per
+    interval middle, ``D[l-1] + cost(l, i)`` is ``E[l] + q - (s - P1[l])^2 / (c - PC[l])``
+    where ``E[l] = D[l-1] - P2[l]`` and ``q, s, c`` are the prefix sums at ``i + 1``,
+    so each candidate costs three gathers.
+    """
+    rows, size = previous.shape
+    stride = size + 1
+    shifted = np.full((rows, stride), np.inf)
+    shifted[:, 1:] = previous - p2[:, 1:]
+    flat_e, flat_p1, flat_pc = shifted.reshape(-1), p1.reshape(-1), pc.reshape(-1)
+    best = np.full((rows, size), np.inf)
+    start = np.zeros((rows, size), dtype=np.int32)
+    row_base = (np.arange(rows) * stride)[:, None]
+    first = clusters - 1  # the last cluster may start no earlier than atom ``first``
+    for mids, lefts, rights, left_at, right_at in _levels(size):
+        low = np.where(lefts >= 0, start[:, left_at], 0)
+        high = np.where(rights < size, start[:, right_at], mids)
+        low = np.maximum(low, first)
+        high = np.minimum(high, mids)
+        valid = low <= high
+        widths = np.where(valid, high - low + 1, 1).reshape(-1)
+        offsets = np.cumsum(widths) - widths
+        total = int(offsets[-1] + widths[-1])
+        # Flat index of every candidate start into the (rows, M + 1) prefix arrays.
+        index = np.repeat((row_base + np.minimum(low, mids) - offsets.reshape(low.shape)).reshape(-1), widths)
+        index += np.arange(total)
+        end = row_base + mids + 1
+        q = np.where(valid, p2.reshape(-1)[end], np.inf).reshape(-1)
+        s = flat_p1[end].reshape(-1)
+        c = flat_pc[end].reshape(-1)
+        diff = np.repeat(s, widths) - flat_p1[index]
+        count = np.repeat(c, widths) - flat_pc[index]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = np.where(count > 0, diff * diff / count, 0.0)
+        value = flat_e[index] + np.repeat(q, widths) - spread
+        seg_min = np.minimum.reduceat(value, offsets)
+        first_min = np.minimum.reduceat(np.where(value == np.repeat(seg_min, widths), np.arange(total), total),
+                                        offsets)
+        chosen = index[np.minimum(first_min, total - 1)] - np.repeat(row_base.reshape(-1), mids.size)
+        chosen = np.where(valid.reshape(-1), chosen, np.minimum(low, mids).reshape(-1))
+        best[:, mids] = seg_min.reshape(rows, mids.size)
+        start[:, mids] = chosen.reshape(rows, mids.size)
+    return best, start
+
+
+def _dense_starts(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int) -> list[np.ndarray]:
+    """Best start of the last cluster for every layer and end position, from the full cost matrix.
+
+    For a few hundred atoms the O(M^2) table costs less than the recursion's
+    bookkeeping: cost[r, l, i] is the SSE of atoms l..i, and each layer is one
+    broadcast add and one argmin over l.
+    """
+    rows, width = pc.shape
+    size = width - 1
+    count = pc[:, None, 1:] - pc[:, :-1, None]
+    total = p1[:, None, 1:] - p1[:, :-1, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = np.where(count > 0, (p2[:, None, 1:] - p2[:, :-1, None]) - total * total / count, 0.0)
+    first, last = np.arange(size)[:, None], np.arange(size)[None, :]
+    cost = np.where(first <= last, cost, np.inf)  # cost[r, l, i]: the last cluster is atoms l..i
+    best = cost[:, 0, :]
+    starts = [np.zeros((rows, size), dtype=np.int32)]
+    for clusters in range(2, k + 1):
+        previous = np.full((rows, size, 1), np.inf)
+        previous[:, clusters - 1 :, 0] = best[:, clusters - 2 : size - 1]  # D[l - 1] for l >= clusters - 1
+        total_cost = previous + cost
+        start = np.argmin(total_cost, axis=1).astype(np.int32)
+        best = np.take_along_axis(total_cost, start[:, None, :].astype(np.int64), axis=1)[:, 0, :]
+        starts.append(start)
+    return starts
+
+
+def optimal_partition(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray, k: int) -> np.ndarray:
+    """Start atom of each of ``k`` clusters minimising the SSE, per row: (rows, k) int.
+
+    ``counts``, ``sums`` and ``squares`` are (rows, M): weight, weighted sum and
+    weighted sum of squares of each atom, atoms sorted by value along each row.
+    Atoms of zero count may pad a row at the end.
+    """
+    rows, size = counts.shape
+    zero = np.zeros((rows, 1))
+    pc = np.concatenate([zero, np.cumsum(counts, axis=1)], axis=1)
+    p1 = np.concatenate([zero, np.cumsum(sums, axis=1)], axis=1)
+    p2 = np.concatenate([zero, np.cumsum(squares, axis=1)], axis=1)
+    if size <= DENSE_LIMIT:
+        chunks = [_dense_starts(pc[r : r + _DENSE_ROWS], p1[r : r + _DENSE_ROWS], p2[r : r + _DENSE_ROWS], k)
+                  for r in range(0, rows, _DENSE_ROWS)]
+        starts = [np.concatenate(layer) for layer in zip(*chunks, strict=True)]
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            best = np.where(pc[:, 1:] > 0, p2[:, 1:] - p1[:, 1:] ** 2 / pc[:, 1:], 0.0)
+        starts = [np.zeros((rows, size), dtype=np.int32)]
+        for clusters in range(2, k + 1):
+            best, start = _layer(best, pc, p1, p2, clusters)
+            starts.append(start)
+    result = np.zeros((rows, k), dtype=np.int64)
+    end = np.full(rows, size - 1)
+    row_index = np.arange(rows)
+    for cluster in range(k - 1, -1, -1):
+        begin = starts[cluster][row_index, end].astype(np.int64)
+        result[:, cluster] = begin
+        end = np.maximum(begin - 1, 0)
+    return result

@@ -1,0 +1,215 @@
+"""Local search for 1-D k-means on sorted rows: Lloyd iterations and merge/split moves.
+
+Every function works on many rows at once. A row is a sorted array of values
+with a float64 prefix sum, so a cluster (a contiguous run) has its count and
+mean in O(1), and cluster boundaries come from binary searches of centroid
+midpoints. Rows are only ever compared with themselves, never with each other.
+
+Lloyd iterations alone stop in poor local optima when a row has heavy tails
+(e.g. two outliers sharing a cluster with the bulk). A merge/split move fixes
+that: merge the two adjacent clusters that cost least to merge and split the
+cluster that gains most from splitting (its two halves found by 2-means), when
+the gain exceeds the cost. Both amounts come from counts and means alone:
+merging clusters a and b adds ``n_a n_b / (n_a + n_b) * (mean_a - mean_b)^2``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_SMALL_BATCH = 8
+_MAX_LLOYD_STEPS = 100
+_MAX_MOVES = 8
+_SPLIT_STEPS = 4
+#: A row stops iterating when no centroid moves more than this fraction of its value range.
+_TOLERANCE = 1e-5
+#: Moves stop when one would lower a row's error by less than this fraction.
+_MOVE_GAIN = 1e-4
+
+
+def round_down(points: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Largest ``dtype`` value <= each float64 point, so ``x > p`` equals ``x > result`` for x of ``dtype``."""
+    narrow = points.astype(dtype)
+    above = narrow.astype(np.float64) > points
+    return np.where(above, np.nextafter(narrow, dtype.type(-np.inf)), narrow)
+
+
+def _search(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, n: int) -> np.ndarray:
+    """Branchless binary search: how many of the n sorted values at ``flat[base:]`` are <= each threshold."""
+    position = np.zeros(thresholds.shape, dtype=np.int64)
+    step = 1 << (n.bit_length() - 1)
+    while step:
+        candidate = position + step
+        value = flat[base + np.minimum(candidate, n) - 1]
+        position = np.where((candidate <= n) & (value <= thresholds), candidate, position)
+        step >>= 1
+    return position
+
+
+def count_le(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
+             guess: np.ndarray | None = None) -> np.ndarray:
+    """For each listed row, how many of its sorted values are <= each point: (len(rows), p) int64.
+
+    ``guess`` (same shape) holds earlier answers; only the ones that changed are searched.
+    """
+    n = sorted_rows.shape[1]
+    thresholds = round_down(points, sorted_rows.dtype)
+    if rows.size <= _SMALL_BATCH:
+        return np.stack([np.searchsorted(sorted_rows[r], t, side="right") for r, t in zip(rows, thresholds)])
+    flat = sorted_rows.reshape(-1)
+    base = np.broadcast_to((rows.astype(np.int64) * n)[:, None], points.shape)
+    if guess is None:
+        return _search(flat, base, thresholds, n)
+    still = (guess == 0) | (flat[base + np.maximum(guess - 1, 0)] <= thresholds)
+    still &= (guess == n) | (flat[base + np.minimum(guess, n - 1)] > thresholds)
+    result = guess.copy()
+    stale = ~still
+    if stale.any():
+        result[stale] = _search(flat, base[stale], thresholds[stale], n)
+    return result
+
+
+def prefix_sums(sorted_rows: np.ndarray) -> np.ndarray:
+    """(rows, n + 1) float64 running sums with a leading zero."""
+    sums = np.zeros((sorted_rows.shape[0], sorted_rows.shape[1] + 1))
+    np.cumsum(sorted_rows, axis=1, dtype=np.float64, out=sums[:, 1:])
+    return sums
+
+
+def run_stats(prefix: np.ndarray, rows: np.ndarray, bounds: np.ndarray, fallback: np.ndarray):
+    """(counts, means) of the runs [bounds[:, j], bounds[:, j+1]) of the listed rows; ``fallback`` means if empty."""
+    width = prefix.shape[1]
+    sums = np.diff(prefix.reshape(-1)[(rows.astype(np.int64) * width)[:, None] + bounds], axis=1)
+    counts = np.diff(bounds, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return counts, np.where(counts > 0, sums / counts, fallback)
+
+
+def _edges(cuts: np.ndarray, n: int) -> np.ndarray:
+    rows = cuts.shape[0]
+    return np.concatenate([np.zeros((rows, 1), np.int64), cuts, np.full((rows, 1), n, np.int64)], axis=1)
+
+
+def lloyd(sorted_rows: np.ndarray, prefix: np.ndarray, rows: np.ndarray, centroids: np.ndarray,
+          guess: np.ndarray | None = None):
+    """Lloyd iterations for the listed rows: (centroids, counts, cluster edges) at convergence.
+
+    ``guess`` are cluster edges from a nearby solution, to speed up the first searches.
+    """
+    centroids = centroids.copy()
+    n = sorted_rows.shape[1]
+    k = centroids.shape[1]
+    edges = np.zeros((rows.size, k + 1), dtype=np.int64)
+    counts = np.zeros((rows.size, k), dtype=np.int64)
+    spread = sorted_rows[rows, -1].astype(np.float64) - sorted_rows[rows, 0]
+    previous = None if guess is None else guess[:, 1:-1].copy()
+    active = np.arange(rows.size)
+    for _ in range(_MAX_LLOYD_STEPS):
+        current = centroids[active]
+        cuts = count_le(sorted_rows, rows[active], (current[:, 1:] + current[:, :-1]) / 2,
+                        None if previous is None else previous[active])
+        moved = np.ones(active.size, bool) if previous is None else (cuts != previous[active]).any(axis=1)
+        if previous is None:
+            previous = np.empty((rows.size, k - 1), dtype=np.int64)
+        elif _ == 0:
+            moved[:] = True
+        previous[active] = cuts
+        edges[active] = _edges(cuts, n)
+        counts[active], updated = run_stats(prefix, rows[active], edges[active], current)
+        centroids[active] = updated
+        shift = np.abs(updated - current).max(axis=1)
+        active = active[moved & (shift > _TOLERANCE * spread[active])]
+        if active.size == 0:
+            break
+    return centroids, counts, edges
+
+
+def _run_means(prefix: np.ndarray, rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Mean of each run [low, high) of the listed rows (0 where empty); low/high (rows, j)."""
+    flat = prefix.reshape(-1)
+    base = (rows.astype(np.int64) * prefix.shape[1])[:, None]
+    counts = high - low
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(counts > 0, (flat[base + high] - flat[base + low]) / counts, 0.0)
+
+
+def _best_splits(sorted_rows, prefix, rows, edges, means):
+    """For each cluster, the 2-means split Lloyd finds within it: (gain, left mean, right mean)."""
+    low, high = edges[:, :-1], edges[:, 1:]
+    lo_cut, hi_cut = np.minimum(low + 1, high), np.maximum(high - 1, low)
+    cut = np.clip(count_le(sorted_rows, rows, means), lo_cut, hi_cut)
+    for _ in range(_SPLIT_STEPS):
+        middle = (_run_means(prefix, rows, low, cut) + _run_means(prefix, rows, cut, high)) / 2
+        cut = np.clip(count_le(sorted_rows, rows, middle, cut), lo_cut, hi_cut)
+    best_gain = np.full(low.shape, -np.inf)
+    best_left, best_right = np.zeros(low.shape), np.zeros(low.shape)
+    # Also try peeling off the extreme value at either end: that is what heavy tails need.
+    for option in (cut, lo_cut, hi_cut):
+        left, right = _run_means(prefix, rows, low, option), _run_means(prefix, rows, option, high)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = (option - low) * (high - option) / (high - low) * np.square(left - right)
+        gain = np.where(high - low >= 2, gain, -np.inf)
+        better = gain > best_gain
+        best_gain = np.where(better, gain, best_gain)
+        best_left = np.where(better, left, best_left)
+        best_right = np.where(better, right, best_right)
+    return best_gain, best_left, best_right
+
+
+def _merge_costs(counts: np.ndarray, means: np.ndarray) -> np.ndarray:
+    a, b = counts[:, :-1].astype(np.float64), counts[:, 1:].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = a * b / (a + b) * np.square(means[:, :-1] - means[:, 1:])
+    return np.where(a + b > 0, cost, 0.0)
+
+
+def _apply_moves(means, counts, gain, left, right, merge):
+    """New sorted centroids for the rows in ``chosen``: split (j) and merge (p, p + 1)."""
+    rows, k = means.shape
+    # net[r, j, p]: gain of splitting j and merging p, p + 1 (p must not touch j).
+    net = gain[:, :, None] - merge[:, None, :]
+    j_index, p_index = np.arange(k)[:, None], np.arange(k - 1)[None, :]
+    net = np.where((p_index == j_index) | (p_index + 1 == j_index), -np.inf, net)
+    best = net.reshape(rows, -1).argmax(axis=1)
+    j, p = np.divmod(best, k - 1)
+    picked = net.reshape(rows, -1)[np.arange(rows), best]
+    r = np.arange(rows)
+    merged_count = counts[r, p] + counts[r, p + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        merged = np.where(merged_count > 0,
+                          (counts[r, p] * means[r, p] + counts[r, p + 1] * means[r, p + 1]) / merged_count,
+                          means[r, p])
+    updated = means.copy()
+    updated[r, j] = left[r, j]
+    updated[r, p] = right[r, j]
+    updated[r, p + 1] = merged
+    return np.sort(updated, axis=1), picked
+
+
+def improve(sorted_rows: np.ndarray, prefix: np.ndarray, rows: np.ndarray, centroids: np.ndarray,
+            squares: np.ndarray):
+    """Lloyd plus merge/split moves while they pay, for the listed rows: (centroids, cluster counts).
+
+    ``squares`` is each listed row's sum of squares, to judge gains against its error.
+    """
+    centroids, counts, edges = lloyd(sorted_rows, prefix, rows, centroids)
+    active = np.arange(rows.size)
+    for _ in range(_MAX_MOVES):
+        subset = rows[active]
+        gain, left, right = _best_splits(sorted_rows, prefix, subset, edges[active], centroids[active])
+        merge = _merge_costs(counts[active], centroids[active])
+        moved, net = _apply_moves(centroids[active], counts[active], gain, left, right, merge)
+        error = squares[active] - between_sum(counts[active], centroids[active])
+        worth = net > _MOVE_GAIN * np.maximum(error, 0.0)
+        if not worth.any():
+            break
+        active = active[worth]
+        new_centroids, new_counts, new_edges = lloyd(sorted_rows, prefix, rows[active], moved[worth],
+                                                     edges[active])
+        centroids[active], counts[active], edges[active] = new_centroids, new_counts, new_edges
+    return centroids, counts
+
+
+def between_sum(counts: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """sum_c n_c mean_c^2 per row: the larger it is, the smaller the SSE of the partition."""
+    return np.sum(counts * np.square(means), axis=1)
