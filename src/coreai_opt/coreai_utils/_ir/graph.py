@@ -11,8 +11,6 @@ tables (``gather_nd``) and convolution weights have output channels on axis 0.
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,47 +94,52 @@ def display_name(op: ir.Operation, graph: str, ordinal: int) -> str:
     return path if graph == "main" else f"{graph}/{path}"
 
 
-def iter_constants(module: ir.Module) -> Iterator[ConstantSite]:
-    """Every ``coreai.constant`` with a ranked tensor type, graph by graph, in program order."""
-    seen: Counter[str] = Counter()
+def _unique_names(sites: list[ConstantSite]) -> None:
+    """Make display names unique: within a name, the largest constant keeps it, others get ``#2``, ``#3``...
 
-    def visit(block: ir.Block, graph: str, counter: list[int]) -> Iterator[ConstantSite]:
+    A layer's bias and shape constants share its call stack; the weight is the one people look for.
+    """
+    by_name: dict[str, list[ConstantSite]] = {}
+    for site in sites:
+        by_name.setdefault(site.name, []).append(site)
+    for name, group in by_name.items():
+        for position, site in enumerate(sorted(group, key=lambda s: (-s.size, s.ordinal))):
+            if position:
+                site.name = f"{name}#{position + 1}"
+
+
+def iter_constants(module: ir.Module) -> list[ConstantSite]:
+    """Every ``coreai.constant`` with a static ranked tensor type, graph by graph, in program order."""
+    sites: list[ConstantSite] = []
+
+    def visit(block: ir.Block, graph: str, counter: list[int]) -> None:
         for op in block.operations:
             name = _graph_name(op.operation)
             if name is not None:
-                yield from visit_regions(op.operation, name, [0])
+                visit_regions(op.operation, name, [0])
                 continue
-            if op.name == "coreai.constant":
-                ordinal = counter[0]
-                counter[0] += 1
-                result_type = op.results[0].type
-                if not ir.RankedTensorType.isinstance(result_type):
-                    continue
-                ttype = ir.RankedTensorType(result_type)
-                if not ttype.has_static_shape:
-                    continue
-                display = display_name(op.operation, graph, ordinal)
-                seen[display] += 1
-                if seen[display] > 1:
-                    display = f"{display}#{seen[display]}"
-                yield ConstantSite(
-                    op=op.operation,
-                    graph=graph,
-                    ordinal=ordinal,
-                    name=display,
-                    shape=tuple(ttype.shape),
-                    element_type=element_type_name(result_type),
-                    is_resource=ir.DenseResourceElementsAttr.isinstance(op.attributes["value"]),
-                )
+            if op.name != "coreai.constant":
+                visit_regions(op.operation, graph, counter)
                 continue
-            yield from visit_regions(op.operation, graph, counter)
+            ordinal = counter[0]
+            counter[0] += 1
+            result_type = op.results[0].type
+            if not ir.RankedTensorType.isinstance(result_type) or not ir.RankedTensorType(result_type).has_static_shape:
+                continue
+            sites.append(ConstantSite(
+                op=op.operation, graph=graph, ordinal=ordinal, name=display_name(op.operation, graph, ordinal),
+                shape=tuple(ir.RankedTensorType(result_type).shape), element_type=element_type_name(result_type),
+                is_resource=ir.DenseResourceElementsAttr.isinstance(op.attributes["value"]),
+            ))
 
-    def visit_regions(op: ir.Operation, graph: str, counter: list[int]) -> Iterator[ConstantSite]:
+    def visit_regions(op: ir.Operation, graph: str, counter: list[int]) -> None:
         for region in op.regions:
             for block in region.blocks:
-                yield from visit(block, graph, counter)
+                visit(block, graph, counter)
 
-    yield from visit(module.body, "module", [0])
+    visit(module.body, "module", [0])
+    _unique_names(sites)
+    return sites
 
 
 def _permutation(transpose: ir.Operation) -> list[int] | None:

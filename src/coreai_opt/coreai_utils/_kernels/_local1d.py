@@ -19,7 +19,7 @@ import numpy as np
 
 _SMALL_BATCH = 8
 _MAX_LLOYD_STEPS = 100
-_MAX_MOVES = 8
+_MAX_MOVES = 12
 _SPLIT_STEPS = 4
 #: A row stops iterating when no centroid moves more than this fraction of its value range.
 _TOLERANCE = 1e-5
@@ -163,27 +163,82 @@ def _merge_costs(counts: np.ndarray, means: np.ndarray) -> np.ndarray:
     return np.where(a + b > 0, cost, 0.0)
 
 
-def _apply_moves(means, counts, gain, left, right, merge):
-    """New sorted centroids for the rows in ``chosen``: split (j) and merge (p, p + 1)."""
+def _apply_moves(means, counts, gain, left, right, merge, threshold):
+    """Centroids after as many disjoint paying moves as each row offers: (new centroids, total net gain).
+
+    Moves pair the i-th best split with the i-th cheapest merge of two adjacent
+    clusters; a pair is taken when it pays more than ``threshold`` and touches no
+    cluster an earlier pair of the same row touched.
+    """
     rows, k = means.shape
-    # net[r, j, p]: gain of splitting j and merging p, p + 1 (p must not touch j).
-    net = gain[:, :, None] - merge[:, None, :]
-    j_index, p_index = np.arange(k)[:, None], np.arange(k - 1)[None, :]
-    net = np.where((p_index == j_index) | (p_index + 1 == j_index), -np.inf, net)
-    best = net.reshape(rows, -1).argmax(axis=1)
-    j, p = np.divmod(best, k - 1)
-    picked = net.reshape(rows, -1)[np.arange(rows), best]
     r = np.arange(rows)
-    merged_count = counts[r, p] + counts[r, p + 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        merged = np.where(merged_count > 0,
-                          (counts[r, p] * means[r, p] + counts[r, p + 1] * means[r, p + 1]) / merged_count,
-                          means[r, p])
+    merge_order = np.argsort(merge, axis=1, kind="stable")
+    split_order = np.argsort(-gain, axis=1, kind="stable")
+    used = np.zeros((rows, k), dtype=bool)
     updated = means.copy()
-    updated[r, j] = left[r, j]
-    updated[r, p] = right[r, j]
-    updated[r, p + 1] = merged
-    return np.sort(updated, axis=1), picked
+    total = np.zeros(rows)
+    for rank in range(k - 1):
+        p, j = merge_order[:, rank], split_order[:, rank]
+        net = gain[r, j] - merge[r, p]
+        free = ~(used[r, p] | used[r, p + 1] | used[r, j]) & (j != p) & (j != p + 1)
+        take = free & (net > threshold)
+        if not take.any():
+            if (net <= threshold).all():
+                break
+            continue
+        t, pt, jt = r[take], p[take], j[take]
+        merged_count = counts[t, pt] + counts[t, pt + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            merged = np.where(merged_count > 0,
+                              (counts[t, pt] * means[t, pt] + counts[t, pt + 1] * means[t, pt + 1]) / merged_count,
+                              means[t, pt])
+        updated[t, jt] = left[t, jt]
+        updated[t, pt] = right[t, jt]
+        updated[t, pt + 1] = merged
+        used[t, pt] = used[t, pt + 1] = used[t, jt] = True
+        total[take] += net[take]
+    return np.sort(updated, axis=1), total
+
+
+def _fill_empty(sorted_rows, prefix, rows, centroids, counts, edges):
+    """Give empty clusters' entries to the clusters that gain most from a split; (rows changed, new centroids)."""
+    empty = counts == 0
+    needy = np.flatnonzero(empty.any(axis=1))
+    if needy.size == 0:
+        return needy, centroids[:0]
+    gain, left, right = _best_splits(sorted_rows, prefix, rows[needy], edges[needy], centroids[needy])
+    gain = np.where(gain > 0, gain, -np.inf)
+    k = centroids.shape[1]
+    order = np.argsort(-gain, axis=1, kind="stable")  # clusters by split gain, best first
+    slots = np.argsort(~empty[needy], axis=1, kind="stable")  # empty clusters first
+    updated = centroids[needy].copy()
+    r = np.arange(needy.size)
+    for rank in range(k):
+        split = order[:, rank]
+        slot = slots[:, rank]
+        usable = empty[needy][r, slot] & np.isfinite(gain[r, split])
+        if not usable.any():
+            break
+        updated[r[usable], split[usable]] = left[r[usable], split[usable]]
+        updated[r[usable], slot[usable]] = right[r[usable], split[usable]]
+    return needy, np.sort(updated, axis=1)
+
+
+def lloyd_filled(sorted_rows, prefix, rows, centroids, rounds: int = 4):
+    """Lloyd iterations that re-seed empty clusters by splitting the best candidates."""
+    centroids, counts, edges = lloyd(sorted_rows, prefix, rows, centroids)
+    for _ in range(rounds):
+        needy, seeded = _fill_empty(sorted_rows, prefix, rows, centroids, counts, edges)
+        if needy.size == 0:
+            break
+        new_centroids, new_counts, new_edges = lloyd(sorted_rows, prefix, rows[needy], seeded)
+        improved = between_sum(new_counts, new_centroids) > between_sum(counts[needy], centroids[needy])
+        chosen = needy[improved]
+        if chosen.size == 0:
+            break
+        centroids[chosen], counts[chosen], edges[chosen] = (new_centroids[improved], new_counts[improved],
+                                                            new_edges[improved])
+    return centroids, counts, edges
 
 
 def improve(sorted_rows: np.ndarray, prefix: np.ndarray, rows: np.ndarray, centroids: np.ndarray,
@@ -192,15 +247,16 @@ def improve(sorted_rows: np.ndarray, prefix: np.ndarray, rows: np.ndarray, centr
 
     ``squares`` is each listed row's sum of squares, to judge gains against its error.
     """
-    centroids, counts, edges = lloyd(sorted_rows, prefix, rows, centroids)
+    centroids, counts, edges = lloyd_filled(sorted_rows, prefix, rows, centroids)
     active = np.arange(rows.size)
     for _ in range(_MAX_MOVES):
         subset = rows[active]
         gain, left, right = _best_splits(sorted_rows, prefix, subset, edges[active], centroids[active])
         merge = _merge_costs(counts[active], centroids[active])
-        moved, net = _apply_moves(centroids[active], counts[active], gain, left, right, merge)
-        error = squares[active] - between_sum(counts[active], centroids[active])
-        worth = net > _MOVE_GAIN * np.maximum(error, 0.0)
+        error = np.maximum(squares[active] - between_sum(counts[active], centroids[active]), 0.0)
+        threshold = (_MOVE_GAIN * error)[:, None][:, 0]
+        moved, net = _apply_moves(centroids[active], counts[active], gain, left, right, merge, threshold)
+        worth = net > threshold
         if not worth.any():
             break
         active = active[worth]

@@ -9,10 +9,13 @@ Each row of ``values`` is one group with its own LUT of ``k`` entries.
    the optimal DP (``_dp1d``). The budget depends only on the row length and
    ``k``, which keeps the DP's cost proportional to the data and a row's result
    independent of its batch.
-3. Other rows start from the DP optimum over equal-count runs of the row or,
-   for rows too short for a worthwhile DP, from the quantiles of the cube root of
-   the row's histogram (the asymptotically optimal density of levels); then
-   Lloyd iterations and merge/split moves (``_local1d``) improve them.
+3. Other rows start from the DP optimum over runs of the row cut at the
+   quantiles of the cube root of its histogram (the asymptotically optimal
+   density of levels, which gives the tails atoms of their own) or, for rows too
+   short for a worthwhile DP, from centroids at those quantiles; long rows also
+   try the plain companded centroids and the DP over equal-count runs. Lloyd
+   iterations and merge/split moves (``_local1d``) improve each start, and the
+   best result per row is kept.
 4. Fit to the exact values: store the centroids (``to_storage``), replace each
    entry by the stored value nearest the mean of the exact values it wins (this
    never increases the error), and assign every value to its nearest entry.
@@ -30,10 +33,15 @@ from . import _local1d as local
 from ._dp1d import DENSE_LIMIT, optimal_partition
 
 _MAX_ATOMS = 4096
-#: DP work allowed per value of a row: k * M^2 (dense) or 8 k M log2(M) (divide and conquer).
+#: DP work allowed per value of a row, in units of one dense-table entry per layer. The dense DP
+#: costs k * M^2 units; the divide-and-conquer one about 64 k M log2(M) (measured: its
+#: bookkeeping costs far more per candidate), so it only pays for very long rows.
 _DP_WORK_PER_VALUE = 8
+_DIVIDE_AND_CONQUER_COST = 64
 _HISTOGRAM_BINS = 64
 _SMALL_BATCH = 8
+#: Rows at least this long are tried from several starts (see ``_starts``).
+_MULTI_START_VALUES = 1 << 16
 
 
 def dp_atom_budget(n_values: int, k: int) -> int:
@@ -42,7 +50,7 @@ def dp_atom_budget(n_values: int, k: int) -> int:
     size = 2 * k
     allowed = _DP_WORK_PER_VALUE * n_values
     while size <= _MAX_ATOMS:
-        work = k * size * size if size <= DENSE_LIMIT else 8 * k * size * np.log2(size)
+        work = k * size * size if size <= DENSE_LIMIT else _DIVIDE_AND_CONQUER_COST * k * size * np.log2(size)
         if work > allowed:
             break
         budget = size
@@ -58,16 +66,23 @@ def _chunk_starts(n: int, parts: int) -> np.ndarray:
     return (np.arange(parts + 1, dtype=np.int64) * n) // parts
 
 
-def _atoms(sorted_rows: np.ndarray, prefix: np.ndarray, distinct: np.ndarray, budget: int):
+def _atoms(sorted_rows: np.ndarray, prefix: np.ndarray, distinct: np.ndarray, budget: int, companded: bool):
     """(counts, sums, squares, bounds) of at most ``budget`` atoms per row, normalised to about [-1, 1].
 
     A row with at most ``budget`` distinct values gets one atom per distinct value
-    (padded with empty atoms at the end), a longer one ``budget`` equal-count runs.
-    An atom stands for its values as a point mass at their mean: its own spread is
-    the same whatever the partition, so the optimal partition is too.
+    (padded with empty atoms at the end); a longer one gets ``budget`` runs cut at
+    its companded quantiles (the tails get atoms of their own) or, if not
+    ``companded``, at its plain quantiles (finer in the bulk). An atom stands
+    for its values as a point mass at their mean: its own spread is the same
+    whatever the partition, so the optimal partition is too.
     """
     rows, n = sorted_rows.shape
-    bounds = np.broadcast_to(_chunk_starts(n, budget), (rows, budget + 1)).copy()
+    if companded:
+        points = _companded_points(sorted_rows, np.arange(1, budget) / budget)
+        cuts = local.count_le(sorted_rows, np.arange(rows), points)
+        bounds = np.concatenate([np.zeros((rows, 1), np.int64), cuts, np.full((rows, 1), n, np.int64)], axis=1)
+    else:
+        bounds = np.broadcast_to(_chunk_starts(n, budget), (rows, budget + 1)).copy()
     for r in np.flatnonzero(distinct <= budget):
         starts = np.flatnonzero(np.diff(sorted_rows[r], prepend=-np.inf) != 0)
         bounds[r, : starts.size] = starts
@@ -88,48 +103,88 @@ def _monotone_fill(means: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.where(np.isinf(filled), first, filled)
 
 
-def _dp_starts(sorted_rows, prefix, distinct, k, budget) -> np.ndarray:
+def _dp_starts(sorted_rows, prefix, distinct, k, budget, companded=True) -> np.ndarray:
     """Centroids of the optimal partition of each row's atoms."""
     rows, n = sorted_rows.shape
-    counts, sums, squares, atom_bounds = _atoms(sorted_rows, prefix, distinct, budget)
+    counts, sums, squares, atom_bounds = _atoms(sorted_rows, prefix, distinct, budget, companded)
     starts = np.take_along_axis(atom_bounds, optimal_partition(counts, sums, squares, k), axis=1)
     bounds = np.concatenate([starts, np.full((rows, 1), n, np.int64)], axis=1)
     _, means = local.run_stats(prefix, np.arange(rows), bounds, np.nan)
     return _monotone_fill(means, sorted_rows[:, :1].astype(np.float64))
 
 
-def _companded(sorted_rows, k) -> np.ndarray:
-    """Quantiles of the cube root of each row's histogram: the high-resolution optimal level density."""
+def _chunk_means(sorted_rows, prefix, k) -> np.ndarray:
+    """Means of k equal-count chunks of each sorted row."""
+    rows, n = sorted_rows.shape
+    bounds = np.broadcast_to(_chunk_starts(n, k), (rows, k + 1))
+    _, means = local.run_stats(prefix, np.arange(rows), bounds, np.nan)
+    return _monotone_fill(means, sorted_rows[:, :1].astype(np.float64))
+
+
+def _companded_points(sorted_rows: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Values at the given quantiles of the cube root of each row's histogram, (rows, len(fractions)).
+
+    Level density proportional to the cube root of the value density is what
+    minimises the squared error of a fine quantizer, so these points spread
+    over the tails instead of crowding into the bulk the way plain quantiles do.
+    """
     rows = sorted_rows.shape[0]
+    bins = max(_HISTOGRAM_BINS, 2 * fractions.size)
     low, high = sorted_rows[:, :1].astype(np.float64), sorted_rows[:, -1:].astype(np.float64)
-    edges = low + (high - low) * np.arange(_HISTOGRAM_BINS + 1) / _HISTOGRAM_BINS
+    edges = low + (high - low) * np.arange(bins + 1) / bins
     below = local.count_le(sorted_rows, np.arange(rows), edges[:, 1:-1])
     below = np.concatenate([np.zeros((rows, 1), np.int64), below, np.full((rows, 1), sorted_rows.shape[1])], axis=1)
-    density = np.cbrt(np.diff(below, axis=1).astype(np.float64))
-    cdf = np.concatenate([np.zeros((rows, 1)), np.cumsum(density, axis=1)], axis=1)
+    cdf = np.concatenate([np.zeros((rows, 1)), np.cumsum(np.cbrt(np.diff(below, axis=1).astype(np.float64)), axis=1)],
+                         axis=1)
     cdf /= cdf[:, -1:]
-    targets = (np.arange(k) + 0.5) / k
-    bins = np.clip((cdf[:, None, 1:] <= targets[None, :, None]).sum(axis=2), 0, _HISTOGRAM_BINS - 1)
-    lo_cdf, hi_cdf = np.take_along_axis(cdf, bins, axis=1), np.take_along_axis(cdf, bins + 1, axis=1)
+    located = np.stack([np.searchsorted(cdf[r, 1:], fractions, side="right") for r in range(rows)]) \
+        if rows <= _SMALL_BATCH else (cdf[:, None, 1:] <= fractions[None, :, None]).sum(axis=2)
+    located = np.clip(located, 0, bins - 1)
+    lo_cdf, hi_cdf = np.take_along_axis(cdf, located, axis=1), np.take_along_axis(cdf, located + 1, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fraction = np.where(hi_cdf > lo_cdf, (targets - lo_cdf) / (hi_cdf - lo_cdf), 0.5)
-    width = (high - low) / _HISTOGRAM_BINS
-    return low + (bins + np.clip(fraction, 0, 1)) * width
+        fraction = np.where(hi_cdf > lo_cdf, (fractions - lo_cdf) / (hi_cdf - lo_cdf), 0.5)
+    return low + (located + np.clip(fraction, 0, 1)) * (high - low) / bins
+
+
+def _companded(sorted_rows, k) -> np.ndarray:
+    """k starting centroids at the companded quantiles (j + 1/2) / k."""
+    return _companded_points(sorted_rows, (np.arange(k) + 0.5) / k)
+
+
+def _starts(sorted_rows, keys, key_prefix, exact_prefix, distinct, k):
+    """Starting centroids to try, and which rows the first one already solves exactly."""
+    rows, n = sorted_rows.shape
+    budget = dp_atom_budget(n, k)
+    solved = distinct <= budget if budget else np.zeros(rows, bool)
+    if budget:
+        starts = [_dp_starts(keys, key_prefix, distinct, k, budget)]
+    elif n <= 4 * k:  # a few values per cluster: equal-count chunks are nearly the answer
+        starts = [_chunk_means(sorted_rows, exact_prefix, k)]
+    else:
+        starts = [_companded(sorted_rows, k)]
+    if n >= _MULTI_START_VALUES:  # long rows are few, and more starts are cheap next to reading them
+        starts.append(_companded(sorted_rows, k))
+        if budget:
+            starts.append(_dp_starts(keys, key_prefix, distinct, k, budget, companded=False))
+    return starts, solved
 
 
 def _search(sorted_rows, keys, key_prefix, exact_prefix, distinct, k) -> np.ndarray:
     """Centroids for rows with more than k distinct values (see the module docstring, steps 2-3)."""
-    rows, n = sorted_rows.shape
-    budget = dp_atom_budget(n, k)
-    if budget:
-        best = _dp_starts(keys, key_prefix, distinct, k, budget)
-        solved = distinct <= budget
-    else:
-        best, solved = _companded(sorted_rows, k), np.zeros(rows, bool)
+    rows = sorted_rows.shape[0]
+    starts, solved = _starts(sorted_rows, keys, key_prefix, exact_prefix, distinct, k)
+    best = starts[0]
     open_rows = np.flatnonzero(~solved)
-    if open_rows.size:
-        squares = np.einsum("ij,ij->i", sorted_rows[open_rows], sorted_rows[open_rows], dtype=np.float64)
-        best[open_rows], _ = local.improve(sorted_rows, exact_prefix, open_rows, best[open_rows], squares)
+    if open_rows.size == 0:
+        return best
+    squares = np.einsum("ij,ij->i", sorted_rows[open_rows], sorted_rows[open_rows], dtype=np.float64)
+    score = np.full(rows, -np.inf)
+    for start in starts:
+        candidate, counts = local.improve(sorted_rows, exact_prefix, open_rows, start[open_rows], squares)
+        candidate_score = local.between_sum(counts, candidate)
+        better = candidate_score > score[open_rows]
+        best[open_rows[better]] = candidate[better]
+        score[open_rows[better]] = candidate_score[better]
     return best
 
 
@@ -158,7 +213,17 @@ def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return position.astype(np.uint8)
 
 
-def _fit_exact(sorted_exact: np.ndarray, prefix: np.ndarray, centroids: np.ndarray, to_storage) -> np.ndarray:
+def _exact_means(sorted_exact: np.ndarray, edges: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Mean of each run [edges[:, j], edges[:, j+1]) summed directly (no prefix-sum cancellation)."""
+    rows, n = sorted_exact.shape
+    starts = (np.arange(rows, dtype=np.int64)[:, None] * n + edges[:, :-1]).reshape(-1)
+    counts = np.diff(edges, axis=1)
+    sums = np.add.reduceat(sorted_exact.reshape(-1), np.minimum(starts, rows * n - 1), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(counts > 0, sums.reshape(counts.shape) / counts, fallback)
+
+
+def _fit_exact(sorted_exact: np.ndarray, centroids: np.ndarray, to_storage) -> np.ndarray:
     """The stored LUT after one refinement step on the exact values.
 
     Each stored entry becomes the stored value nearest the mean of the exact
@@ -167,12 +232,10 @@ def _fit_exact(sorted_exact: np.ndarray, prefix: np.ndarray, centroids: np.ndarr
     """
     rows = centroids.shape[0]
     lut = np.sort(to_storage(centroids), axis=1)
-    every = np.arange(rows)
-    cuts = local.count_le(sorted_exact, every, (lut[:, 1:] + lut[:, :-1]) / 2)
+    cuts = local.count_le(sorted_exact, np.arange(rows), (lut[:, 1:] + lut[:, :-1]) / 2)
     edges = np.concatenate([np.zeros((rows, 1), np.int64), cuts,
                             np.full((rows, 1), sorted_exact.shape[1], np.int64)], axis=1)
-    _, means = local.run_stats(prefix, every, edges, lut)
-    return np.sort(to_storage(means), axis=1)
+    return np.sort(to_storage(_exact_means(sorted_exact, edges, lut)), axis=1)
 
 
 def _few_distinct(sorted_rows: np.ndarray, k: int) -> np.ndarray:
@@ -215,14 +278,16 @@ def palettize_rows(
         keys = np.round(sorted_exact.astype(np.float64), round_decimals).astype(exact.dtype)
         key_prefix = local.prefix_sums(keys)
     distinct = 1 + np.count_nonzero(keys[:, 1:] != keys[:, :-1], axis=1)
+    exact_distinct = distinct if keys is sorted_exact else \
+        1 + np.count_nonzero(sorted_exact[:, 1:] != sorted_exact[:, :-1], axis=1)
     centroids = np.empty((values.shape[0], k))
-    few = distinct <= k
+    few = exact_distinct <= k  # every distinct value gets its own entry: no error at all
     if few.any():
-        centroids[few] = _few_distinct(keys[few], k)
+        centroids[few] = _few_distinct(sorted_exact[few], k)
     many = np.flatnonzero(~few)
     if many.size:
         pick = (lambda a: a) if many.size == values.shape[0] else (lambda a: a[many])
         centroids[many] = _search(pick(sorted_exact), pick(keys), pick(key_prefix), pick(exact_prefix),
                                   distinct[many], k)
-    lut = _fit_exact(sorted_exact, exact_prefix, centroids, to_storage)
+    lut = _fit_exact(sorted_exact, centroids, to_storage)
     return lut, nearest_indices(exact, lut)

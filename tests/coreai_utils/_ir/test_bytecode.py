@@ -1,0 +1,51 @@
+"""The bytecode resource reader agrees with the textual dump of the same module."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+
+from coreai_opt.coreai_utils._ir import mlir_module
+from coreai_opt.coreai_utils._ir.bytecode import BytecodeError, FileView, blob_spans
+
+
+def _bytecode(program) -> bytes:
+    stream = io.BytesIO()
+    mlir_module(program).operation.write_bytecode(stream)
+    return stream.getvalue()
+
+
+def _text_blobs(program) -> dict[str, bytes]:
+    text = mlir_module(program).operation.get_asm(large_elements_limit=None)
+    # The text form prefixes each blob with its 4-byte alignment.
+    return {key: bytes.fromhex(data)[4:] for key, data in re.findall(r'(\w+): "0x([0-9A-F]+)"', text)}
+
+
+def test_every_blob_matches_the_text_dump(small_net_fp32):
+    program = small_net_fp32[0]
+    data = _bytecode(program)
+    spans = blob_spans(data)
+    expected = _text_blobs(program)
+    assert spans and set(spans) == set(expected)
+    for key, span in spans.items():
+        assert data[span.offset : span.offset + span.size] == expected[key]
+
+
+def test_reading_through_a_file_gives_the_same_spans(small_net_fp16, tmp_path):
+    data = _bytecode(small_net_fp16[0])
+    path = tmp_path / "module.mlirb"
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        view = FileView(handle.fileno())
+        assert blob_spans(view) == blob_spans(data)
+        span = next(iter(blob_spans(data).values()))
+        assert view[span.offset : span.offset + span.size] == data[span.offset : span.offset + span.size]
+
+
+@pytest.mark.parametrize("junk", [b"", b"not bytecode at all", b"ML\xefR\x00"])
+def test_other_bytes_are_rejected(junk):
+    with pytest.raises((BytecodeError, IndexError)):
+        blob_spans(junk)

