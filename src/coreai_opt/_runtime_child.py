@@ -20,11 +20,11 @@ async def _run(asset_path: str, inputs: dict[str, np.ndarray], function: str) ->
 
 
 def main(argv: list[str]) -> int:
+    from coreai_opt.runtime import load_arrays, save_arrays
+
     asset_path, in_path, out_path, function = argv
-    with np.load(in_path) as data:
-        inputs = {name: data[name] for name in data.files}
-    outputs = asyncio.run(_run(asset_path, inputs, function))
-    np.savez(out_path, **outputs)
+    outputs = asyncio.run(_run(asset_path, load_arrays(in_path), function))
+    save_arrays(out_path, outputs)
     return 0
 
 

@@ -19,6 +19,9 @@ import numpy as np
 from .coreai_utils._dtypes import numpy_dtype
 
 
+_DTYPE_SUFFIX = "__coreai_opt_dtype"
+
+
 class RuntimeRunError(RuntimeError):
     """The Core AI runtime could not run the asset (the message carries its output)."""
 
@@ -58,12 +61,37 @@ def random_inputs(specs: list[InputSpec], seed: int = 0) -> dict[str, np.ndarray
     return inputs
 
 
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` that keeps ml_dtypes element types (bfloat16, float8...), which npz would lose."""
+    stored: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        if array.dtype.kind == "V":  # an ml_dtypes type: store its bits and its name
+            stored[name] = array.view(f"u{array.dtype.itemsize}")
+            stored[f"{name}{_DTYPE_SUFFIX}"] = np.array(array.dtype.name)
+        else:
+            stored[name] = array
+    np.savez(path, **stored)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Inverse of :func:`save_arrays`."""
+    import ml_dtypes
+
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files if not name.endswith(_DTYPE_SUFFIX)}
+        for name in arrays:
+            if f"{name}{_DTYPE_SUFFIX}" in data.files:
+                arrays[name] = arrays[name].view(getattr(ml_dtypes, str(data[f"{name}{_DTYPE_SUFFIX}"])))
+    return arrays
+
+
 def run_asset(asset_path: str | Path, inputs: dict[str, np.ndarray], function: str = "main",
               timeout: float = 900.0) -> dict[str, np.ndarray]:
     """Outputs of ``function`` of the asset at ``asset_path`` on ``inputs``, by output name."""
     with tempfile.TemporaryDirectory(prefix="coreai_opt_run_") as tmp:
         in_path, out_path = Path(tmp, "inputs.npz"), Path(tmp, "outputs.npz")
-        np.savez(in_path, **inputs)
+        save_arrays(in_path, inputs)
         command = [sys.executable, "-m", "coreai_opt._runtime_child", str(asset_path), str(in_path),
                    str(out_path), function]
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -74,8 +102,7 @@ def run_asset(asset_path: str | Path, inputs: dict[str, np.ndarray], function: s
         if done.returncode != 0 or not out_path.exists():
             tail = (done.stderr or done.stdout).strip().splitlines()[-12:]
             raise RuntimeRunError(f"the Core AI runtime failed (exit code {done.returncode}):\n" + "\n".join(tail))
-        with np.load(out_path) as data:
-            return {name: data[name] for name in data.files}
+        return load_arrays(out_path)
 
 
 @dataclass(frozen=True)

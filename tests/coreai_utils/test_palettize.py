@@ -56,6 +56,13 @@ def _palettize(program, **kwargs):
     return result, reports[0]
 
 
+def _codes(node):
+    """The stored codes under a (possibly two-step) dequantization."""
+    while isinstance(node, ShiftScale):
+        node = node.data
+    return node
+
+
 def _lut_node(expression):
     node = expression.data if isinstance(expression, ShiftScale) and isinstance(expression.data, LutToDense) \
         else expression
@@ -74,7 +81,7 @@ def _check_structure(expression, weight_shape, out_axis, options, weight_type):
     assert lut_node.indices.shape == tuple(index_shape)
     assert lut_node.axis == out_axis
     lut = lut_node.lut
-    lut_shape = lut.data.shape if isinstance(lut, ShiftScale) else lut.shape
+    lut_shape = _codes(lut).shape
     assert lut_shape[-2:] == (2**n_bits, cluster_dim)
     assert all(size == 1 for axis, size in enumerate(lut_shape[:-2]) if axis != out_axis)
     groups = lut_shape[out_axis]
@@ -89,8 +96,8 @@ def _check_structure(expression, weight_shape, out_axis, options, weight_type):
     if options.get("lut_dtype") is not None:
         assert isinstance(lut, ShiftScale)
         stored = DType(options["lut_dtype"])
-        assert lut.data.element_type == {"int8": "si8", "uint8": "ui8", "fp8_e4m3fn": "f8E4M3FN",
-                                         "fp8_e5m2": "f8E5M2"}[stored.value]
+        assert _codes(lut).element_type == {"int8": "si8", "uint8": "ui8", "fp8_e4m3fn": "f8E4M3FN",
+                                            "fp8_e5m2": "f8E5M2"}[stored.value]
         assert lut.scale.shape[out_axis] == groups  # one scale per LUT
     else:
         assert isinstance(lut, Const) and lut.element_type == weight_type

@@ -109,7 +109,9 @@ def test_sparsified_program_runs_and_matches_numpy(name, small_program, tmp_path
             assert isinstance(values, LutToDense) and values.indices.element_type == f"ui{options['palettize_nbits']}"
             assert values.indices.shape == (int(keep.sum()),)
         elif options.get("quantize_dtype") is not None:
-            codes = values.data if isinstance(values, ShiftScale) else values
+            codes = values
+            while isinstance(codes, ShiftScale):
+                codes = codes.data
             assert codes.element_type in {"si8", "ui8", "f8E4M3FN", "f8E5M2"}
         decoded = decode(expressions[kind][0])
         assert (decoded[~keep] == 0).all(), "pruned positions decode to exactly zero"

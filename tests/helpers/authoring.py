@@ -12,25 +12,39 @@ from coreai.authoring import AIProgram, Module, TensorSpec, Value, graph
 from coreai.authoring.constant import constant
 
 
-def program(build, inputs: dict[str, tuple[tuple[int, ...], type]], output: tuple[tuple[int, ...], type]) -> AIProgram:
-    """A one-graph program ``main`` computing ``build(*inputs)``, with named inputs and output ``out``.
+def _annotated(shape, dtype, name):
+    return Annotated[Value, TensorSpec(shape, dtype, name=name)]
 
-    ``inputs`` maps names to (shape, numpy dtype); the runtime needs every input and output named.
-    """
-    def annotated(shape, dtype, name):
-        return Annotated[Value, TensorSpec(shape, dtype, name=name)]
 
-    parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotated(*spec, name))
-                  for name, spec in inputs.items()]
+def _graph_function(name, build, inputs, outputs):
+    parameters = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_annotated(*spec, n))
+                  for n, spec in inputs.items()]
+    if isinstance(outputs, dict):
+        results = tuple(_annotated(*spec, n) for n, spec in outputs.items())
+        returns = tuple.__class_getitem__(results)
+    else:
+        returns = _annotated(*outputs, "out")
 
-    def main(*args):
+    def function(*args):
         return build(*args)
 
-    main.__signature__ = inspect.Signature(parameters, return_annotation=annotated(*output, "out"))
-    main.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": annotated(*output, "out")}
+    function.__name__ = function.__qualname__ = name
+    function.__signature__ = inspect.Signature(parameters, return_annotation=returns)
+    function.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
+    return function
+
+
+def program(build, inputs: dict[str, tuple[tuple[int, ...], type]], output, *more_graphs) -> AIProgram:
+    """A program with graph ``main`` computing ``build(*inputs)``; every input and output is named.
+
+    ``inputs`` maps names to (shape, numpy dtype). ``output`` is (shape, dtype) for one output
+    named ``out``, or a dict of name -> (shape, dtype) for several (``build`` returns a tuple).
+    ``more_graphs`` are extra (name, build, inputs, output) graphs in the same program.
+    """
     module = Module.create()
     with module:
-        graph(main)
+        for name, body, ins, outs in (("main", build, inputs, output), *more_graphs):
+            graph(_graph_function(name, body, ins, outs))
     return AIProgram(module)
 
 

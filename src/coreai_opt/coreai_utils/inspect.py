@@ -43,16 +43,22 @@ def _unwrap(node: Node) -> tuple[Node, list[str]]:
     while True:
         if isinstance(node, Cast):
             node = node.x
-        elif isinstance(node, ShiftScale) and not isinstance(node.data, Const):
+        elif isinstance(node, ShiftScale) and not isinstance(_codes(node), Const):
             extras.append("scaled per block" if any(s > 1 for s in node.scale.shape) else "scaled")
             node = node.data
         else:
             return node, extras
 
 
+def _codes(node: Node) -> Node:
+    """What a (possibly two-step) dequantization reads: the stored codes."""
+    while isinstance(node, ShiftScale):
+        node = node.data
+    return node
+
+
 def _quantized(node: ShiftScale) -> str:
-    data = node.data
-    element = data.element_type if isinstance(data, Const) else "?"
+    element = _codes(node).element_type
     blocks = int(np.prod(node.scale.shape))
     return f"quantized {element}, {blocks} scale{'s' if blocks > 1 else ''}"
 
@@ -60,8 +66,7 @@ def _quantized(node: ShiftScale) -> str:
 def _palettized(node: LutToDense) -> str:
     bits = node.indices.element_type.removeprefix("ui")
     lut = node.lut
-    lut_type = lut.data.element_type if isinstance(lut, ShiftScale) and isinstance(lut.data, Const) \
-        else lut.element_type
+    lut_type = _codes(lut).element_type
     shape = lut.shape
     luts = int(np.prod(shape[:-2]))
     text = f"palettized {bits}-bit, {luts} LUT{'s' if luts > 1 else ''} of {shape[-2]}"

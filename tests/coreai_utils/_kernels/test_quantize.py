@@ -40,3 +40,15 @@ def test_fp8_never_overflows_to_nan():
     x = np.array([[448.0, -448.0, 1e-3, 3.0e38]], np.float32)
     codes, scale = quantize_blocks(x, fmt, (1,), np.dtype(np.float32))
     assert np.isfinite(codes.astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("scale_dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_decoding_the_largest_value_never_overflows(name, scale_dtype):
+    fmt = FORMATS[name]
+    big = float(ml_dtypes.finfo(scale_dtype).max)
+    x = np.array([[big, -big, big / 3, 1.0]], np.float64).astype(scale_dtype)
+    codes, scale = quantize_blocks(x, fmt, (1,), np.dtype(scale_dtype))
+    assert scale.astype(np.float64) * fmt.qmax <= big
+    decoded_in_dtype = (scale.astype(np.float32) * (codes.astype(np.float32) - fmt.zero_point)).astype(scale_dtype)
+    assert np.isfinite(decoded_in_dtype.astype(np.float32)).all()

@@ -1,9 +1,11 @@
 """Symmetric linear quantization to int8 / uint8 / fp8, with block-wise scales.
 
 ``decoded = scale * (q - zero_point)``; the scale of a block is its largest
-magnitude divided by the format's largest code, rounded to the scale's storage
-type. Quantization is computed in float64, so no input in range of float32
-overflows on the way.
+magnitude divided by the format's largest code, rounded *down* to the scale's
+storage type, so ``scale * qmax`` never exceeds the block's largest magnitude and
+decoding can never overflow (rounding up to float16 could turn a weight of
+65504 into ``516 * 127 = 65532``, which float16 stores as inf). Quantization is
+computed in float64, so no input in range of float32 overflows on the way.
 """
 
 from __future__ import annotations
@@ -43,10 +45,20 @@ def block_scales(x: np.ndarray, fmt: QuantFormat, reduce_axes: tuple[int, ...], 
     if x.size == 0:
         return np.ones(kept, scale_dtype)
     amax = np.max(np.abs(x.astype(np.float64)), axis=reduce_axes, keepdims=True)
-    scale = (amax / fmt.qmax).astype(scale_dtype)
+    scale = round_down_positive(amax / fmt.qmax, scale_dtype)
     smallest = np.asarray(ml_dtypes.finfo(scale_dtype).smallest_subnormal, scale_dtype)
     scale = np.where(amax == 0, np.ones((), scale_dtype), scale)  # all-zero block: any scale works
     return np.where(scale == 0, smallest, scale).astype(scale_dtype)  # underflow: smallest step
+
+
+def round_down_positive(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Non-negative float64 ``values`` rounded toward zero into ``dtype`` (any float type, bfloat16 included)."""
+    stored = values.astype(dtype)
+    too_big = stored.astype(np.float64) > values
+    bits = stored.view(f"u{dtype.itemsize}")
+    # For positive floats the next value down has the bit pattern minus one.
+    lowered = np.where(too_big & (bits > 0), bits - 1, bits).astype(bits.dtype)
+    return lowered.view(dtype)
 
 
 def quantize(x: np.ndarray, scale: np.ndarray, fmt: QuantFormat) -> np.ndarray:

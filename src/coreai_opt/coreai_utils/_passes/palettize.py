@@ -22,6 +22,7 @@ from .._kernels.kmeans1d import palettize_rows
 from .._kernels.kmeans_vec import palettize_vectors
 from .._kernels.quantize import FORMATS, dequantize, quantize_blocks
 from . import layout
+from .dequantize import dequantized
 from .options import PalettizeOptions
 from .runner import Encoded, Skipped
 
@@ -101,13 +102,7 @@ class PalettizeEncoder:
         else:
             indices = nearest_vectors(layout.vector_rows(weight2d, n_groups, self.options.cluster_dim), decoded)
         shape = self._lut_shape(rank, out_axis, n_groups)
-        scale_shape = (*shape[:-2], 1, 1)
-        node = ShiftScale(
-            Const(codes.reshape(shape), fmt.element_type),
-            Const(scale.reshape(scale_shape), element_type),
-            Const(np.full(scale_shape, fmt.zero_point, fmt.dtype), fmt.element_type),
-            Const(np.zeros(scale_shape, float_dtype), element_type),
-        )
+        node = dequantized(codes.reshape(shape), scale.reshape((*shape[:-2], 1, 1)), fmt, element_type)
         return node, indices
 
     @staticmethod

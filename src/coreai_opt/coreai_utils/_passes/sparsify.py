@@ -24,6 +24,7 @@ from .._kernels.kmeans1d import palettize_rows
 from .._kernels.prune import block_mask, magnitude_mask, n_m_mask
 from .._kernels.quantize import FORMATS, block_scales, quantize
 from . import layout
+from .dequantize import dequantized
 from .options import SparsifyOptions
 from .runner import Encoded, Skipped
 
@@ -105,18 +106,10 @@ class SparsifyEncoder:
             Const(scale.reshape(shape), element_type),
             Const(np.zeros(shape, fmt.dtype), fmt.element_type),
             Const(np.zeros(shape, dtype), element_type),
-        )
+        )  # zero point 0, so pruned positions (code 0) decode to exactly 0
         return node, f"{fmt.name} (scale per output channel)"
 
     @staticmethod
     def _offset_codes(values: np.ndarray, fmt, mask: Const, element_type: str) -> Node:
-        dtype = numpy_dtype(element_type)
-        scale = block_scales(values, fmt, (0,), dtype)
-        codes = quantize(values, scale, fmt)
-        dequantized = ShiftScale(
-            Const(codes, fmt.element_type),
-            Const(scale.reshape(1), element_type),
-            Const(np.full(1, fmt.zero_point, fmt.dtype), fmt.element_type),
-            Const(np.zeros(1, dtype), element_type),
-        )
-        return SparseToDense(dequantized, mask)
+        scale = block_scales(values, fmt, (0,), numpy_dtype(element_type))
+        return SparseToDense(dequantized(quantize(values, scale, fmt), scale.reshape(1), fmt, element_type), mask)
