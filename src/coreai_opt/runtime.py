@@ -94,7 +94,7 @@ def run_asset(asset_path: str | Path, inputs: dict[str, np.ndarray], function: s
         save_arrays(in_path, inputs)
         command = [sys.executable, "-m", "coreai_opt._runtime_child", str(asset_path), str(in_path),
                    str(out_path), function]
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "TMPDIR": tmp}
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired as error:

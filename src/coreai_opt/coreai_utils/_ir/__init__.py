@@ -20,6 +20,7 @@ __all__ = [
     "Role",
     "RoleAnalysis",
     "analyse_role",
+    "check_bytecode",
     "clone_program",
     "constant_loader",
     "iter_constants",
@@ -31,6 +32,14 @@ __all__ = [
 def mlir_module(program: AIProgram) -> ir.Module:
     """The MLIR module an ``AIProgram`` wraps."""
     return program._module._mlir_module  # noqa: SLF001 - the adapter is the one place allowed to
+
+
+def check_bytecode(data: bytes) -> None:
+    """Parse MLIR bytecode in a context of its own; raise (rather than abort the process) if it is invalid."""
+    from coreai.authoring.context import Context
+
+    module = ir.Module.parse(data, context=Context()._mlir_context)  # noqa: SLF001
+    del module
 
 
 def clone_program(program: AIProgram) -> AIProgram:
