@@ -70,3 +70,17 @@ def save_and_run(program, inputs: dict[str, np.ndarray], directory: pathlib.Path
     outputs = run_asset(path, inputs)
     names = [signature.name for signature in graph_outputs(mlir_module(program), "main")]
     return [outputs[name] for name in names], asset_bytes(path)
+
+
+def fingerprint(program) -> tuple[str, list[tuple[str, str, bytes]]]:
+    """The IR text and every constant's element type and bytes: equal fingerprints, equal programs."""
+    from coreai_opt.coreai_utils._ir import iter_constants, read_constant
+
+    module = mlir_module(program)
+    blobs = BlobReader(module.operation, 0)
+    try:
+        constants = [(site.id, site.element_type, read_constant(site.op, blobs).tobytes())
+                     for site in iter_constants(module)]
+    finally:
+        blobs.close()
+    return str(program), constants
