@@ -20,7 +20,7 @@ import numpy as np
 _SMALL_BATCH = 8
 _MAX_LLOYD_STEPS = 100
 _MAX_MOVES = 12
-_SPLIT_STEPS = 4
+_SPLIT_STEPS = 3
 #: A row stops iterating when no centroid moves more than this fraction of its value range.
 _TOLERANCE = 1e-5
 #: Moves stop when one would lower a row's error by less than this fraction.

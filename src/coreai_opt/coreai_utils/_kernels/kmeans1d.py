@@ -9,13 +9,13 @@ Each row of ``values`` is one group with its own LUT of ``k`` entries.
    the optimal DP (``_dp1d``). The budget depends only on the row length and
    ``k``, which keeps the DP's cost proportional to the data and a row's result
    independent of its batch.
-3. Other rows start from the DP optimum over runs of the row cut at the
-   quantiles of the cube root of its histogram (the asymptotically optimal
-   density of levels, which gives the tails atoms of their own) or, for rows too
-   short for a worthwhile DP, from centroids at those quantiles; long rows also
-   try the plain companded centroids and the DP over equal-count runs. Lloyd
-   iterations and merge/split moves (``_local1d``) improve each start, and the
-   best result per row is kept.
+3. Other rows try several starts: the DP optimum over runs of the row cut at
+   the quantiles of the cube root of its histogram (the asymptotically optimal
+   density of levels, which gives the tails atoms of their own) and centroids
+   at those quantiles, plus the DP over equal-count runs for long rows; rows too
+   short for a worthwhile DP try companded, equal-count and evenly spaced
+   centroids. Lloyd iterations and merge/split moves (``_local1d``) improve each
+   start, and the best result per row is kept.
 4. Fit to the exact values: store the centroids (``to_storage``), replace each
    entry by the stored value nearest the mean of the exact values it wins (this
    never increases the error), and assign every value to its nearest entry.
@@ -121,6 +121,12 @@ def _chunk_means(sorted_rows, prefix, k) -> np.ndarray:
     return _monotone_fill(means, sorted_rows[:, :1].astype(np.float64))
 
 
+def _evenly_spaced(sorted_rows: np.ndarray, k: int) -> np.ndarray:
+    """k centroids evenly spread between each row's extremes."""
+    low, high = sorted_rows[:, :1].astype(np.float64), sorted_rows[:, -1:].astype(np.float64)
+    return low + (high - low) * (np.arange(k) + 0.5) / k
+
+
 def _companded_points(sorted_rows: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Values at the given quantiles of the cube root of each row's histogram, (rows, len(fractions)).
 
@@ -157,15 +163,11 @@ def _starts(sorted_rows, keys, key_prefix, exact_prefix, distinct, k):
     budget = dp_atom_budget(n, k)
     solved = distinct <= budget if budget else np.zeros(rows, bool)
     if budget:
-        starts = [_dp_starts(keys, key_prefix, distinct, k, budget)]
-    elif n <= 4 * k:  # a few values per cluster: equal-count chunks are nearly the answer
-        starts = [_chunk_means(sorted_rows, exact_prefix, k)]
-    else:
-        starts = [_companded(sorted_rows, k)]
-    if n >= _MULTI_START_VALUES:  # long rows are few, and more starts are cheap next to reading them
-        starts.append(_companded(sorted_rows, k))
-        if budget:
+        starts = [_dp_starts(keys, key_prefix, distinct, k, budget), _companded(sorted_rows, k)]
+        if n >= _MULTI_START_VALUES:  # long rows are few: another DP costs little next to reading them
             starts.append(_dp_starts(keys, key_prefix, distinct, k, budget, companded=False))
+    else:  # Lloyd's local optima differ a lot between starts on short rows; keep the best of three
+        starts = [_companded(sorted_rows, k), _chunk_means(sorted_rows, exact_prefix, k), _evenly_spaced(sorted_rows, k)]
     return starts, solved
 
 
