@@ -9,11 +9,11 @@ Each row of ``values`` is one group with its own LUT of ``k`` entries.
    the optimal DP (``_dp1d``). The budget depends only on the row length and
    ``k``, which keeps the DP's cost proportional to the data and a row's result
    independent of its batch.
-3. Other rows try several starts: the DP optimum over runs of the row cut at
-   the quantiles of the cube root of its histogram (the asymptotically optimal
-   density of levels, which gives the tails atoms of their own) and centroids
-   at those quantiles, plus the DP over equal-count runs for long rows; rows too
-   short for a worthwhile DP try companded, equal-count and evenly spaced
+3. Other rows try several starts: the DP optimum over equal-width bins of the
+   row (outliers get bins of their own, so the DP lands next to the true
+   optimum) and centroids at the quantiles of the cube root of the row's
+   histogram (the asymptotically optimal density of levels); rows too short for
+   a worthwhile DP try those companded, equal-count and evenly spaced
    centroids. Lloyd iterations and merge/split moves (``_local1d``) improve each
    start, and the best result per row is kept.
 4. Fit to the exact values: store the centroids (``to_storage``), replace each
@@ -33,23 +33,27 @@ from . import _local1d as local
 from ._dp1d import DENSE_LIMIT, optimal_partition
 
 _MAX_ATOMS = 4096
-#: DP work allowed per value of a row, in units of one dense-table entry per layer. The dense DP
-#: costs k * M^2 units; the divide-and-conquer one about 64 k M log2(M) (measured: its
-#: bookkeeping costs far more per candidate), so it only pays for very long rows.
+#: DP work allowed per value of a row, in units of one dense-table entry per layer (the dense DP
+#: costs k * M^2 units). Rows of at least ``_LONG_ROW`` values are few (whole tensors) and their
+#: local optima differ most, so they get more. The divide-and-conquer DP's bookkeeping costs far
+#: more per candidate than the dense table; it is only used for rows of ``_HUGE_ROW`` values.
 _DP_WORK_PER_VALUE = 8
+_DP_WORK_PER_VALUE_LONG = 32
+_LONG_ROW = 1 << 17
+_HUGE_ROW = 1 << 20
 _DIVIDE_AND_CONQUER_COST = 64
 _HISTOGRAM_BINS = 64
 _SMALL_BATCH = 8
-#: Rows at least this long are tried from several starts (see ``_starts``).
-_MULTI_START_VALUES = 1 << 16
 
 
 def dp_atom_budget(n_values: int, k: int) -> int:
     """How many atoms the DP may use for a row of ``n_values`` values (0: no DP)."""
     budget = 0
     size = 2 * k
-    allowed = _DP_WORK_PER_VALUE * n_values
+    allowed = (_DP_WORK_PER_VALUE_LONG if n_values >= _LONG_ROW else _DP_WORK_PER_VALUE) * n_values
     while size <= _MAX_ATOMS:
+        if size > DENSE_LIMIT and n_values < _HUGE_ROW:
+            break
         work = k * size * size if size <= DENSE_LIMIT else _DIVIDE_AND_CONQUER_COST * k * size * np.log2(size)
         if work > allowed:
             break
@@ -66,23 +70,46 @@ def _chunk_starts(n: int, parts: int) -> np.ndarray:
     return (np.arange(parts + 1, dtype=np.int64) * n) // parts
 
 
-def _atoms(sorted_rows: np.ndarray, prefix: np.ndarray, distinct: np.ndarray, budget: int, companded: bool):
-    """(counts, sums, squares, bounds) of at most ``budget`` atoms per row, normalised to about [-1, 1].
+def _uniform_bounds(sorted_rows: np.ndarray, budget: int) -> np.ndarray:
+    """Start of each atom when a row is cut into equal-width bins (empty ones dropped), padded with n.
 
-    A row with at most ``budget`` distinct values gets one atom per distinct value
-    (padded with empty atoms at the end); a longer one gets ``budget`` runs cut at
-    its companded quantiles (the tails get atoms of their own) or, if not
-    ``companded``, at its plain quantiles (finer in the bulk). An atom stands
-    for its values as a point mass at their mean: its own spread is the same
-    whatever the partition, so the optimal partition is too.
+    The finest width whose non-empty bins number at most ``budget`` is used
+    (eight trials, each halving the bin count). Equal widths keep every atom's
+    spread small in the bulk and give each outlier an atom of its own, which is
+    what lets the DP over atoms land next to the true optimum.
     """
     rows, n = sorted_rows.shape
-    if companded:
-        points = _companded_points(sorted_rows, np.arange(1, budget) / budget)
-        cuts = local.count_le(sorted_rows, np.arange(rows), points)
-        bounds = np.concatenate([np.zeros((rows, 1), np.int64), cuts, np.full((rows, 1), n, np.int64)], axis=1)
-    else:
-        bounds = np.broadcast_to(_chunk_starts(n, budget), (rows, budget + 1)).copy()
+    low = sorted_rows[:, :1].astype(np.float64)
+    span = np.maximum(sorted_rows[:, -1:].astype(np.float64) - low, np.finfo(np.float64).tiny)
+    bounds = np.full((rows, budget + 1), n, dtype=np.int64)
+    pending = np.arange(rows)
+    for trial in range(8):
+        bins = budget << max(7 - trial, 0)
+        if trial == 7:
+            bins = budget
+        index = np.minimum(((sorted_rows[pending] - low[pending]) * (bins / span[pending])).astype(np.int64), bins - 1)
+        new = np.ones(index.shape, dtype=bool)
+        new[:, 1:] = index[:, 1:] != index[:, :-1]
+        fits = new.sum(axis=1) <= budget
+        for position, row in zip(np.flatnonzero(fits), pending[fits]):
+            starts = np.flatnonzero(new[position])
+            bounds[row, : starts.size] = starts
+        pending = pending[~fits]
+        if pending.size == 0:
+            break
+    return bounds
+
+
+def _atoms(sorted_rows: np.ndarray, prefix: np.ndarray, distinct: np.ndarray, budget: int):
+    """(counts, sums, squares, bounds) of at most ``budget`` atoms per row, normalised to about [-1, 1].
+
+    A row with at most ``budget`` distinct values gets one atom per distinct value,
+    a longer one equal-width bins (``_uniform_bounds``); empty atoms pad the end.
+    An atom stands for its values as a point mass at their mean: its own spread is
+    the same whatever the partition, so the optimal partition is too.
+    """
+    rows, n = sorted_rows.shape
+    bounds = _uniform_bounds(sorted_rows, budget)
     for r in np.flatnonzero(distinct <= budget):
         starts = np.flatnonzero(np.diff(sorted_rows[r], prepend=-np.inf) != 0)
         bounds[r, : starts.size] = starts
@@ -103,10 +130,10 @@ def _monotone_fill(means: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.where(np.isinf(filled), first, filled)
 
 
-def _dp_starts(sorted_rows, prefix, distinct, k, budget, companded=True) -> np.ndarray:
+def _dp_starts(sorted_rows, prefix, distinct, k, budget) -> np.ndarray:
     """Centroids of the optimal partition of each row's atoms."""
     rows, n = sorted_rows.shape
-    counts, sums, squares, atom_bounds = _atoms(sorted_rows, prefix, distinct, budget, companded)
+    counts, sums, squares, atom_bounds = _atoms(sorted_rows, prefix, distinct, budget)
     starts = np.take_along_axis(atom_bounds, optimal_partition(counts, sums, squares, k), axis=1)
     bounds = np.concatenate([starts, np.full((rows, 1), n, np.int64)], axis=1)
     _, means = local.run_stats(prefix, np.arange(rows), bounds, np.nan)
@@ -164,8 +191,6 @@ def _starts(sorted_rows, keys, key_prefix, exact_prefix, distinct, k):
     solved = distinct <= budget if budget else np.zeros(rows, bool)
     if budget:
         starts = [_dp_starts(keys, key_prefix, distinct, k, budget), _companded(sorted_rows, k)]
-        if n >= _MULTI_START_VALUES:  # long rows are few: another DP costs little next to reading them
-            starts.append(_dp_starts(keys, key_prefix, distinct, k, budget, companded=False))
     else:  # Lloyd's local optima differ a lot between starts on short rows; keep the best of three
         starts = [_companded(sorted_rows, k), _chunk_means(sorted_rows, exact_prefix, k), _evenly_spaced(sorted_rows, k)]
     return starts, solved
