@@ -84,10 +84,9 @@ def _uniform_bounds(sorted_rows: np.ndarray, budget: int) -> np.ndarray:
     bounds = np.full((rows, budget + 1), n, dtype=np.int64)
     pending = np.arange(rows)
     for trial in range(8):
-        bins = budget << max(7 - trial, 0)
-        if trial == 7:
-            bins = budget
-        index = np.minimum(((sorted_rows[pending] - low[pending]) * (bins / span[pending])).astype(np.int64), bins - 1)
+        bins = budget << (7 - trial)  # the last trial has ``budget`` bins, which always fit
+        position_in_span = (sorted_rows[pending].astype(np.float64) - low[pending]) / span[pending]  # in [0, 1]
+        index = np.minimum((position_in_span * bins).astype(np.int64), bins - 1)
         new = np.ones(index.shape, dtype=bool)
         new[:, 1:] = index[:, 1:] != index[:, :-1]
         fits = new.sum(axis=1) <= budget
