@@ -1,21 +1,8 @@
-"""Nearest-entry assignment against given LUTs (ties go to the lower index)."""
+"""Nearest-vector assignment against given LUTs (ties go to the lower index)."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def nearest_scalar(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Index of the nearest entry of each row's LUT; ``lut`` (G, k) sorted ascending per row."""
-    values = np.asarray(values)
-    mids = (lut[:, 1:].astype(np.float64) + lut[:, :-1]) / 2.0
-    if values.shape[0] == 1:
-        return np.searchsorted(mids[0], values[0].astype(np.float64), side="left").astype(np.uint8)[None]
-    out = np.zeros(values.shape, dtype=np.uint8)
-    wide = values.astype(np.float64)
-    for j in range(mids.shape[1]):
-        out += wide > mids[:, j : j + 1]
-    return out
 
 
 def nearest_vectors(points: np.ndarray, lut: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:

@@ -17,8 +17,8 @@ import numpy as np
 from .._dtypes import numpy_dtype, uint_type
 from .._encoding import Const, LutToDense, Node, ShiftScale
 from .._ir import Role
-from .._kernels.assign import nearest_scalar, nearest_vectors
-from .._kernels.kmeans1d import palettize_rows
+from .._kernels.assign import nearest_vectors
+from .._kernels.kmeans1d import nearest_indices, palettize_rows
 from .._kernels.kmeans_vec import palettize_vectors
 from .._kernels.quantize import FORMATS, dequantize, quantize_blocks
 from . import layout
@@ -98,7 +98,7 @@ class PalettizeEncoder:
             order = np.argsort(decoded, axis=1, kind="stable")
             codes = np.take_along_axis(codes, order, axis=1)
             decoded = np.take_along_axis(decoded, order, axis=1)
-            indices = nearest_scalar(layout.scalar_rows(weight2d, n_groups), decoded)
+            indices = nearest_indices(layout.scalar_rows(weight2d, n_groups), decoded)
         else:
             indices = nearest_vectors(layout.vector_rows(weight2d, n_groups, self.options.cluster_dim), decoded)
         shape = self._lut_shape(rank, out_axis, n_groups)
