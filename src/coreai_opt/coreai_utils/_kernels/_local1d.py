@@ -1,9 +1,12 @@
-"""Local search for 1-D k-means on sorted rows: Lloyd iterations and merge/split moves.
+"""Local search for 1-D k-means on histograms: Lloyd iterations and merge/split moves.
 
-Every function works on many rows at once. A row is a sorted array of values
-with a float64 prefix sum, so a cluster (a contiguous run) has its count and
+Every function works on many rows at once. A row is its sorted distinct values
+with their multiplicities (a ``Histogram``) and running sums of counts and of
+values, so a cluster (a contiguous run of distinct values) has its count and
 mean in O(1), and cluster boundaries come from binary searches of centroid
-midpoints. Rows are only ever compared with themselves, never with each other.
+midpoints. Working on distinct values makes rounded (fast mode) and float16
+rows, which repeat values heavily, cheap. Rows are never compared with each
+other, so a row's result does not depend on its batch.
 
 Lloyd iterations alone stop in poor local optima when a row has heavy tails
 (e.g. two outliers sharing a cluster with the bulk). A merge/split move fixes
@@ -15,6 +18,8 @@ merging clusters a and b adds ``n_a n_b / (n_a + n_b) * (mean_a - mean_b)^2``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 _SMALL_BATCH = 8
@@ -25,6 +30,59 @@ _SPLIT_STEPS = 3
 _TOLERANCE = 1e-5
 #: Moves stop when one would lower a row's error by less than this fraction.
 _MOVE_GAIN = 1e-4
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Each row's sorted distinct values and running sums; rows are padded with +inf of count 0."""
+
+    values: np.ndarray  # (rows, m), float32 or float64
+    counts: np.ndarray  # (rows, m + 1) int64: values before each position
+    sums: np.ndarray  # (rows, m + 1) float64: sum of the values before each position
+    sizes: np.ndarray  # (rows,) distinct values per row
+
+    @property
+    def width(self) -> int:
+        return self.values.shape[1]
+
+    def low(self, rows: np.ndarray) -> np.ndarray:
+        return self.values[rows, 0].astype(np.float64)
+
+    def high(self, rows: np.ndarray) -> np.ndarray:
+        return self.values[rows, self.sizes[rows] - 1].astype(np.float64)
+
+    def squares(self, rows: np.ndarray) -> np.ndarray:
+        """Sum of squared values of each listed row."""
+        counts = np.diff(self.counts[rows], axis=1)
+        values = np.where(counts > 0, self.values[rows].astype(np.float64), 0.0)
+        return np.einsum("ij,ij,ij->i", counts.astype(np.float64), values, values)
+
+
+def histogram(sorted_rows: np.ndarray) -> Histogram:
+    """The ``Histogram`` of rows already sorted along axis 1 (one pass to find where values change)."""
+    rows, n = sorted_rows.shape
+    new = np.ones((rows, n), dtype=bool)
+    new[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
+    starts = np.flatnonzero(new)  # flat positions where a new distinct value begins
+    row_of = starts // n
+    sizes = np.bincount(row_of, minlength=rows)
+    width = int(sizes.max())
+    first = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(sizes, out=first[1:])
+    slot = row_of * width + (np.arange(starts.size) - first[row_of])
+    ends = np.empty_like(starts)
+    ends[:-1] = np.where(row_of[1:] == row_of[:-1], starts[1:], (row_of[:-1] + 1) * n)
+    ends[-1] = rows * n
+    values = np.full(rows * width, np.inf, dtype=sorted_rows.dtype)
+    values[slot] = sorted_rows.reshape(-1)[starts]
+    counts = np.zeros(rows * width, dtype=np.int64)
+    counts[slot] = ends - starts
+    running = np.zeros((rows, width + 1), dtype=np.int64)
+    np.cumsum(counts.reshape(rows, width), axis=1, out=running[:, 1:])
+    sums = np.zeros((rows, width + 1))
+    weighted = counts * np.where(counts > 0, values.astype(np.float64), 0.0)  # equal values: exact sums
+    np.cumsum(weighted.reshape(rows, width), axis=1, out=sums[:, 1:])
+    return Histogram(values.reshape(rows, width), running, sums, sizes)
 
 
 def round_down(points: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -46,14 +104,14 @@ def _search(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, n: int) 
     return position
 
 
-def count_le(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
-             guess: np.ndarray | None = None) -> np.ndarray:
-    """For each listed row, how many of its sorted values are <= each point: (len(rows), p) int64.
+def search_sorted(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
+                  guess: np.ndarray | None = None) -> np.ndarray:
+    """For each listed row, how many of its sorted entries are <= each point: (len(rows), p) int64.
 
     ``guess`` (same shape) holds earlier answers; only the ones that changed are searched.
     """
     n = sorted_rows.shape[1]
-    thresholds = round_down(points, sorted_rows.dtype)
+    thresholds = round_down(points, sorted_rows.dtype) if sorted_rows.dtype.kind == "f" else points
     if rows.size <= _SMALL_BATCH:
         return np.stack([np.searchsorted(sorted_rows[r], t, side="right") for r, t in zip(rows, thresholds)])
     flat = sorted_rows.reshape(-1)
@@ -69,53 +127,44 @@ def count_le(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
     return result
 
 
-def prefix_sums(sorted_rows: np.ndarray) -> np.ndarray:
-    """(rows, n + 1) float64 running sums with a leading zero."""
-    sums = np.zeros((sorted_rows.shape[0], sorted_rows.shape[1] + 1))
-    np.cumsum(sorted_rows, axis=1, dtype=np.float64, out=sums[:, 1:])
-    return sums
-
-
-def run_stats(prefix: np.ndarray, rows: np.ndarray, bounds: np.ndarray, fallback: np.ndarray):
-    """(counts, means) of the runs [bounds[:, j], bounds[:, j+1]) of the listed rows; ``fallback`` means if empty."""
-    width = prefix.shape[1]
-    sums = np.diff(prefix.reshape(-1)[(rows.astype(np.int64) * width)[:, None] + bounds], axis=1)
-    counts = np.diff(bounds, axis=1)
+def run_stats(hist: Histogram, rows: np.ndarray, bounds: np.ndarray, fallback):
+    """(counts, means) of the runs [bounds[:, j], bounds[:, j+1]) of the listed rows; ``fallback`` if empty."""
+    width = hist.width + 1
+    at = (rows.astype(np.int64) * width)[:, None] + bounds
+    counts = np.diff(hist.counts.reshape(-1)[at], axis=1)
+    sums = np.diff(hist.sums.reshape(-1)[at], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return counts, np.where(counts > 0, sums / counts, fallback)
 
 
-def _edges(cuts: np.ndarray, n: int) -> np.ndarray:
-    rows = cuts.shape[0]
-    return np.concatenate([np.zeros((rows, 1), np.int64), cuts, np.full((rows, 1), n, np.int64)], axis=1)
+def _edges(cuts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros((cuts.shape[0], 1), np.int64), cuts, sizes[:, None].astype(np.int64)], axis=1)
 
 
-def lloyd(sorted_rows: np.ndarray, prefix: np.ndarray, rows: np.ndarray, centroids: np.ndarray,
-          guess: np.ndarray | None = None):
+def lloyd(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, guess: np.ndarray | None = None):
     """Lloyd iterations for the listed rows: (centroids, counts, cluster edges) at convergence.
 
     ``guess`` are cluster edges from a nearby solution, to speed up the first searches.
     """
     centroids = centroids.copy()
-    n = sorted_rows.shape[1]
     k = centroids.shape[1]
     edges = np.zeros((rows.size, k + 1), dtype=np.int64)
     counts = np.zeros((rows.size, k), dtype=np.int64)
-    spread = sorted_rows[rows, -1].astype(np.float64) - sorted_rows[rows, 0]
+    spread = hist.high(rows) - hist.low(rows)
+    sizes = hist.sizes[rows]
     previous = None if guess is None else guess[:, 1:-1].copy()
     active = np.arange(rows.size)
-    for _ in range(_MAX_LLOYD_STEPS):
+    for step in range(_MAX_LLOYD_STEPS):
         current = centroids[active]
-        cuts = count_le(sorted_rows, rows[active], (current[:, 1:] + current[:, :-1]) / 2,
-                        None if previous is None else previous[active])
-        moved = np.ones(active.size, bool) if previous is None else (cuts != previous[active]).any(axis=1)
+        cuts = search_sorted(hist.values, rows[active], (current[:, 1:] + current[:, :-1]) / 2,
+                             None if previous is None else previous[active])
+        moved = np.ones(active.size, bool) if previous is None or step == 0 else \
+            (cuts != previous[active]).any(axis=1)
         if previous is None:
             previous = np.empty((rows.size, k - 1), dtype=np.int64)
-        elif _ == 0:
-            moved[:] = True
         previous[active] = cuts
-        edges[active] = _edges(cuts, n)
-        counts[active], updated = run_stats(prefix, rows[active], edges[active], current)
+        edges[active] = _edges(cuts, sizes[active])
+        counts[active], updated = run_stats(hist, rows[active], edges[active], current)
         centroids[active] = updated
         shift = np.abs(updated - current).max(axis=1)
         active = active[moved & (shift > _TOLERANCE * spread[active])]
@@ -124,31 +173,34 @@ def lloyd(sorted_rows: np.ndarray, prefix: np.ndarray, rows: np.ndarray, centroi
     return centroids, counts, edges
 
 
-def _run_means(prefix: np.ndarray, rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Mean of each run [low, high) of the listed rows (0 where empty); low/high (rows, j)."""
-    flat = prefix.reshape(-1)
-    base = (rows.astype(np.int64) * prefix.shape[1])[:, None]
-    counts = high - low
+def _run_means(hist: Histogram, rows: np.ndarray, low: np.ndarray, high: np.ndarray):
+    """(counts, means) of each run [low, high) of the listed rows (mean 0 where empty); low/high (rows, j)."""
+    width = hist.width + 1
+    base = (rows.astype(np.int64) * width)[:, None]
+    counts = hist.counts.reshape(-1)[base + high] - hist.counts.reshape(-1)[base + low]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(counts > 0, (flat[base + high] - flat[base + low]) / counts, 0.0)
+        means = (hist.sums.reshape(-1)[base + high] - hist.sums.reshape(-1)[base + low]) / counts
+    return counts, np.where(counts > 0, means, 0.0)
 
 
-def _best_splits(sorted_rows, prefix, rows, edges, means):
-    """For each cluster, the 2-means split Lloyd finds within it: (gain, left mean, right mean)."""
+def _best_splits(hist: Histogram, rows, edges, means):
+    """For each cluster, the best of a few 2-way splits: (gain, left mean, right mean)."""
     low, high = edges[:, :-1], edges[:, 1:]
     lo_cut, hi_cut = np.minimum(low + 1, high), np.maximum(high - 1, low)
-    cut = np.clip(count_le(sorted_rows, rows, means), lo_cut, hi_cut)
-    for _ in range(_SPLIT_STEPS):
-        middle = (_run_means(prefix, rows, low, cut) + _run_means(prefix, rows, cut, high)) / 2
-        cut = np.clip(count_le(sorted_rows, rows, middle, cut), lo_cut, hi_cut)
+    cut = np.clip(search_sorted(hist.values, rows, means), lo_cut, hi_cut)
+    for _ in range(_SPLIT_STEPS):  # 2-means within the cluster, from a cut at its mean
+        _, left = _run_means(hist, rows, low, cut)
+        _, right = _run_means(hist, rows, cut, high)
+        cut = np.clip(search_sorted(hist.values, rows, (left + right) / 2, cut), lo_cut, hi_cut)
     best_gain = np.full(low.shape, -np.inf)
     best_left, best_right = np.zeros(low.shape), np.zeros(low.shape)
     # Also try peeling off the extreme value at either end: that is what heavy tails need.
     for option in (cut, lo_cut, hi_cut):
-        left, right = _run_means(prefix, rows, low, option), _run_means(prefix, rows, option, high)
+        n_left, left = _run_means(hist, rows, low, option)
+        n_right, right = _run_means(hist, rows, option, high)
         with np.errstate(divide="ignore", invalid="ignore"):
-            gain = (option - low) * (high - option) / (high - low) * np.square(left - right)
-        gain = np.where(high - low >= 2, gain, -np.inf)
+            gain = n_left * n_right / (n_left + n_right) * np.square(left - right)
+        gain = np.where((high - low >= 2) & (n_left > 0) & (n_right > 0), gain, -np.inf)
         better = gain > best_gain
         best_gain = np.where(better, gain, best_gain)
         best_left = np.where(better, left, best_left)
@@ -200,22 +252,20 @@ def _apply_moves(means, counts, gain, left, right, merge, threshold):
     return np.sort(updated, axis=1), total
 
 
-def _fill_empty(sorted_rows, prefix, rows, centroids, counts, edges):
-    """Give empty clusters' entries to the clusters that gain most from a split; (rows changed, new centroids)."""
+def _fill_empty(hist: Histogram, rows, centroids, counts, edges):
+    """Give empty clusters' entries to the clusters that gain most from a split: (rows changed, centroids)."""
     empty = counts == 0
     needy = np.flatnonzero(empty.any(axis=1))
     if needy.size == 0:
         return needy, centroids[:0]
-    gain, left, right = _best_splits(sorted_rows, prefix, rows[needy], edges[needy], centroids[needy])
+    gain, left, right = _best_splits(hist, rows[needy], edges[needy], centroids[needy])
     gain = np.where(gain > 0, gain, -np.inf)
-    k = centroids.shape[1]
     order = np.argsort(-gain, axis=1, kind="stable")  # clusters by split gain, best first
     slots = np.argsort(~empty[needy], axis=1, kind="stable")  # empty clusters first
     updated = centroids[needy].copy()
     r = np.arange(needy.size)
-    for rank in range(k):
-        split = order[:, rank]
-        slot = slots[:, rank]
+    for rank in range(centroids.shape[1]):
+        split, slot = order[:, rank], slots[:, rank]
         usable = empty[needy][r, slot] & np.isfinite(gain[r, split])
         if not usable.any():
             break
@@ -224,14 +274,14 @@ def _fill_empty(sorted_rows, prefix, rows, centroids, counts, edges):
     return needy, np.sort(updated, axis=1)
 
 
-def lloyd_filled(sorted_rows, prefix, rows, centroids, rounds: int = 4):
+def lloyd_filled(hist: Histogram, rows, centroids, rounds: int = 4):
     """Lloyd iterations that re-seed empty clusters by splitting the best candidates."""
-    centroids, counts, edges = lloyd(sorted_rows, prefix, rows, centroids)
+    centroids, counts, edges = lloyd(hist, rows, centroids)
     for _ in range(rounds):
-        needy, seeded = _fill_empty(sorted_rows, prefix, rows, centroids, counts, edges)
+        needy, seeded = _fill_empty(hist, rows, centroids, counts, edges)
         if needy.size == 0:
             break
-        new_centroids, new_counts, new_edges = lloyd(sorted_rows, prefix, rows[needy], seeded)
+        new_centroids, new_counts, new_edges = lloyd(hist, rows[needy], seeded)
         improved = between_sum(new_counts, new_centroids) > between_sum(counts[needy], centroids[needy])
         chosen = needy[improved]
         if chosen.size == 0:
@@ -241,27 +291,24 @@ def lloyd_filled(sorted_rows, prefix, rows, centroids, rounds: int = 4):
     return centroids, counts, edges
 
 
-def improve(sorted_rows: np.ndarray, prefix: np.ndarray, rows: np.ndarray, centroids: np.ndarray,
-            squares: np.ndarray):
+def improve(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, squares: np.ndarray):
     """Lloyd plus merge/split moves while they pay, for the listed rows: (centroids, cluster counts).
 
     ``squares`` is each listed row's sum of squares, to judge gains against its error.
     """
-    centroids, counts, edges = lloyd_filled(sorted_rows, prefix, rows, centroids)
+    centroids, counts, edges = lloyd_filled(hist, rows, centroids)
     active = np.arange(rows.size)
     for _ in range(_MAX_MOVES):
-        subset = rows[active]
-        gain, left, right = _best_splits(sorted_rows, prefix, subset, edges[active], centroids[active])
+        gain, left, right = _best_splits(hist, rows[active], edges[active], centroids[active])
         merge = _merge_costs(counts[active], centroids[active])
         error = np.maximum(squares[active] - between_sum(counts[active], centroids[active]), 0.0)
-        threshold = (_MOVE_GAIN * error)[:, None][:, 0]
+        threshold = _MOVE_GAIN * error
         moved, net = _apply_moves(centroids[active], counts[active], gain, left, right, merge, threshold)
         worth = net > threshold
         if not worth.any():
             break
         active = active[worth]
-        new_centroids, new_counts, new_edges = lloyd(sorted_rows, prefix, rows[active], moved[worth],
-                                                     edges[active])
+        new_centroids, new_counts, new_edges = lloyd(hist, rows[active], moved[worth], edges[active])
         centroids[active], counts[active], edges[active] = new_centroids, new_counts, new_edges
     return centroids, counts
 

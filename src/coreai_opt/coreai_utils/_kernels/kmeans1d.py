@@ -50,7 +50,9 @@ def dp_atom_budget(n_values: int, k: int) -> int:
     """How many atoms the DP may use for a row of ``n_values`` values (0: no DP)."""
     budget = 0
     size = 2 * k
-    allowed = (_DP_WORK_PER_VALUE_LONG if n_values >= _LONG_ROW else _DP_WORK_PER_VALUE) * n_values
+    # Long rows get more only where the usual budget would leave fewer than 4 atoms per cluster.
+    generous = n_values >= _LONG_ROW and k * (4 * k) ** 2 > _DP_WORK_PER_VALUE * n_values
+    allowed = (_DP_WORK_PER_VALUE_LONG if generous else _DP_WORK_PER_VALUE) * n_values
     while size <= _MAX_ATOMS:
         if size > DENSE_LIMIT and n_values < _HUGE_ROW:
             break
@@ -66,29 +68,27 @@ def _sortable(values: np.ndarray) -> np.ndarray:
     return values if values.dtype == np.float64 else values.astype(np.float32)
 
 
-def _chunk_starts(n: int, parts: int) -> np.ndarray:
-    return (np.arange(parts + 1, dtype=np.int64) * n) // parts
+def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int) -> np.ndarray:
+    """Start of each atom (in distinct-value positions) when a row is cut into equal-width bins.
 
-
-def _uniform_bounds(sorted_rows: np.ndarray, budget: int) -> np.ndarray:
-    """Start of each atom when a row is cut into equal-width bins (empty ones dropped), padded with n.
-
-    The finest width whose non-empty bins number at most ``budget`` is used
-    (eight trials, each halving the bin count). Equal widths keep every atom's
-    spread small in the bulk and give each outlier an atom of its own, which is
-    what lets the DP over atoms land next to the true optimum.
+    Empty bins are dropped and the finest width whose non-empty bins number at
+    most ``budget`` is used (eight trials, each halving the bin count; the last
+    has ``budget`` bins, which always fit). Equal widths keep every atom's spread
+    small in the bulk and give each outlier an atom of its own, which is what
+    lets the DP over atoms land next to the true optimum. Padded with the size.
     """
-    rows, n = sorted_rows.shape
-    low = sorted_rows[:, :1].astype(np.float64)
-    span = np.maximum(sorted_rows[:, -1:].astype(np.float64) - low, np.finfo(np.float64).tiny)
-    bounds = np.full((rows, budget + 1), n, dtype=np.int64)
-    pending = np.arange(rows)
+    low, span = hist.low(rows)[:, None], (hist.high(rows) - hist.low(rows))[:, None]
+    span = np.maximum(span, np.finfo(np.float64).tiny)
+    values = np.minimum(hist.values[rows].astype(np.float64), hist.high(rows)[:, None])  # padding -> last bin
+    sizes = hist.sizes[rows]
+    real = np.arange(hist.width)[None, :] < sizes[:, None]
+    bounds = np.broadcast_to(sizes[:, None], (rows.size, budget + 1)).astype(np.int64).copy()
+    pending = np.arange(rows.size)
     for trial in range(8):
-        bins = budget << (7 - trial)  # the last trial has ``budget`` bins, which always fit
-        position_in_span = (sorted_rows[pending].astype(np.float64) - low[pending]) / span[pending]  # in [0, 1]
-        index = np.minimum((position_in_span * bins).astype(np.int64), bins - 1)
-        new = np.ones(index.shape, dtype=bool)
-        new[:, 1:] = index[:, 1:] != index[:, :-1]
+        bins = budget << (7 - trial)
+        index = np.minimum(((values[pending] - low[pending]) / span[pending] * bins).astype(np.int64), bins - 1)
+        new = real[pending].copy()
+        new[:, 1:] &= index[:, 1:] != index[:, :-1]
         fits = new.sum(axis=1) <= budget
         for position, row in zip(np.flatnonzero(fits), pending[fits]):
             starts = np.flatnonzero(new[position])
@@ -99,25 +99,23 @@ def _uniform_bounds(sorted_rows: np.ndarray, budget: int) -> np.ndarray:
     return bounds
 
 
-def _atoms(sorted_rows: np.ndarray, prefix: np.ndarray, distinct: np.ndarray, budget: int):
+def _atoms(hist: local.Histogram, rows: np.ndarray, budget: int):
     """(counts, sums, squares, bounds) of at most ``budget`` atoms per row, normalised to about [-1, 1].
 
-    A row with at most ``budget`` distinct values gets one atom per distinct value,
-    a longer one equal-width bins (``_uniform_bounds``); empty atoms pad the end.
+    A row with at most ``budget`` distinct values gets one atom per value, a
+    longer one equal-width bins (``_uniform_bounds``); empty atoms pad the end.
     An atom stands for its values as a point mass at their mean: its own spread is
     the same whatever the partition, so the optimal partition is too.
     """
-    rows, n = sorted_rows.shape
-    bounds = _uniform_bounds(sorted_rows, budget)
-    for r in np.flatnonzero(distinct <= budget):
-        starts = np.flatnonzero(np.diff(sorted_rows[r], prepend=-np.inf) != 0)
-        bounds[r, : starts.size] = starts
-        bounds[r, starts.size :] = n
-    counts = np.diff(bounds, axis=1).astype(np.float64)
-    totals = np.diff(np.take_along_axis(prefix, bounds, axis=1), axis=1)
-    low, high = sorted_rows[:, :1].astype(np.float64), sorted_rows[:, -1:].astype(np.float64)
+    bounds = _uniform_bounds(hist, rows, budget)
+    exact = np.flatnonzero(hist.sizes[rows] <= budget)
+    positions = np.arange(budget + 1)[None, :]
+    bounds[exact] = np.minimum(positions, hist.sizes[rows[exact]][:, None])
+    counts, means = local.run_stats(hist, rows, bounds, 0.0)
+    counts = counts.astype(np.float64)
+    low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
     center, scale = (low + high) / 2, np.maximum((high - low) / 2, np.finfo(np.float64).tiny)
-    sums = (totals - counts * center) / scale
+    sums = counts * (means - center) / scale
     with np.errstate(divide="ignore", invalid="ignore"):
         squares = np.where(counts > 0, sums * sums / counts, 0.0)
     return counts, sums, squares, bounds
@@ -126,51 +124,52 @@ def _atoms(sorted_rows: np.ndarray, prefix: np.ndarray, distinct: np.ndarray, bu
 def _monotone_fill(means: np.ndarray, first: np.ndarray) -> np.ndarray:
     """Empty clusters (NaN) take their left neighbour's value (``first`` at the start)."""
     filled = np.fmax.accumulate(np.where(np.isnan(means), -np.inf, means), axis=1)
-    return np.where(np.isinf(filled), first, filled)
+    return np.where(np.isinf(filled), first[:, None], filled)
 
 
-def _dp_starts(sorted_rows, prefix, distinct, k, budget) -> np.ndarray:
+def _dp_starts(hist: local.Histogram, rows: np.ndarray, k: int, budget: int) -> np.ndarray:
     """Centroids of the optimal partition of each row's atoms."""
-    rows, n = sorted_rows.shape
-    counts, sums, squares, atom_bounds = _atoms(sorted_rows, prefix, distinct, budget)
+    counts, sums, squares, atom_bounds = _atoms(hist, rows, budget)
     starts = np.take_along_axis(atom_bounds, optimal_partition(counts, sums, squares, k), axis=1)
-    bounds = np.concatenate([starts, np.full((rows, 1), n, np.int64)], axis=1)
-    _, means = local.run_stats(prefix, np.arange(rows), bounds, np.nan)
-    return _monotone_fill(means, sorted_rows[:, :1].astype(np.float64))
+    bounds = np.concatenate([starts, hist.sizes[rows][:, None].astype(np.int64)], axis=1)
+    _, means = local.run_stats(hist, rows, bounds, np.nan)
+    return _monotone_fill(means, hist.low(rows))
 
 
-def _chunk_means(sorted_rows, prefix, k) -> np.ndarray:
-    """Means of k equal-count chunks of each sorted row."""
-    rows, n = sorted_rows.shape
-    bounds = np.broadcast_to(_chunk_starts(n, k), (rows, k + 1))
-    _, means = local.run_stats(prefix, np.arange(rows), bounds, np.nan)
-    return _monotone_fill(means, sorted_rows[:, :1].astype(np.float64))
+def _chunk_means(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray:
+    """Means of k runs of about equal count."""
+    totals = hist.counts[rows, -1].astype(np.float64)
+    targets = totals[:, None] * np.arange(1, k) / k
+    cuts = local.search_sorted(hist.counts[:, 1:], rows, targets)
+    bounds = np.concatenate([np.zeros((rows.size, 1), np.int64), cuts, hist.sizes[rows][:, None]], axis=1)
+    _, means = local.run_stats(hist, rows, np.maximum.accumulate(bounds, axis=1), np.nan)
+    return _monotone_fill(means, hist.low(rows))
 
 
-def _evenly_spaced(sorted_rows: np.ndarray, k: int) -> np.ndarray:
+def _evenly_spaced(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray:
     """k centroids evenly spread between each row's extremes."""
-    low, high = sorted_rows[:, :1].astype(np.float64), sorted_rows[:, -1:].astype(np.float64)
+    low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
     return low + (high - low) * (np.arange(k) + 0.5) / k
 
 
-def _companded_points(sorted_rows: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+def _companded_points(hist: local.Histogram, rows: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Values at the given quantiles of the cube root of each row's histogram, (rows, len(fractions)).
 
     Level density proportional to the cube root of the value density is what
     minimises the squared error of a fine quantizer, so these points spread
     over the tails instead of crowding into the bulk the way plain quantiles do.
     """
-    rows = sorted_rows.shape[0]
     bins = max(_HISTOGRAM_BINS, 2 * fractions.size)
-    low, high = sorted_rows[:, :1].astype(np.float64), sorted_rows[:, -1:].astype(np.float64)
-    edges = low + (high - low) * np.arange(bins + 1) / bins
-    below = local.count_le(sorted_rows, np.arange(rows), edges[:, 1:-1])
-    below = np.concatenate([np.zeros((rows, 1), np.int64), below, np.full((rows, 1), sorted_rows.shape[1])], axis=1)
-    cdf = np.concatenate([np.zeros((rows, 1)), np.cumsum(np.cbrt(np.diff(below, axis=1).astype(np.float64)), axis=1)],
-                         axis=1)
+    low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
+    edges = low + (high - low) * np.arange(1, bins) / bins
+    positions = local.search_sorted(hist.values, rows, edges)
+    below = np.take_along_axis(hist.counts[rows], positions, axis=1)
+    below = np.concatenate([np.zeros((rows.size, 1), np.int64), below, hist.counts[rows, -1:]], axis=1)
+    cdf = np.concatenate([np.zeros((rows.size, 1)), np.cumsum(np.cbrt(np.diff(below, axis=1).astype(np.float64)),
+                                                               axis=1)], axis=1)
     cdf /= cdf[:, -1:]
-    located = np.stack([np.searchsorted(cdf[r, 1:], fractions, side="right") for r in range(rows)]) \
-        if rows <= _SMALL_BATCH else (cdf[:, None, 1:] <= fractions[None, :, None]).sum(axis=2)
+    located = np.stack([np.searchsorted(cdf[r, 1:], fractions, side="right") for r in range(rows.size)]) \
+        if rows.size <= _SMALL_BATCH else (cdf[:, None, 1:] <= fractions[None, :, None]).sum(axis=2)
     located = np.clip(located, 0, bins - 1)
     lo_cdf, hi_cdf = np.take_along_axis(cdf, located, axis=1), np.take_along_axis(cdf, located + 1, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -178,35 +177,40 @@ def _companded_points(sorted_rows: np.ndarray, fractions: np.ndarray) -> np.ndar
     return low + (located + np.clip(fraction, 0, 1)) * (high - low) / bins
 
 
-def _companded(sorted_rows, k) -> np.ndarray:
+def _companded(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray:
     """k starting centroids at the companded quantiles (j + 1/2) / k."""
-    return _companded_points(sorted_rows, (np.arange(k) + 0.5) / k)
+    return _companded_points(hist, rows, (np.arange(k) + 0.5) / k)
 
 
-def _starts(sorted_rows, keys, key_prefix, exact_prefix, distinct, k):
-    """Starting centroids to try, and which rows the first one already solves exactly."""
-    rows, n = sorted_rows.shape
+def _starts(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: int, k: int):
+    """Starting centroids to try, and which rows the first one already solves exactly.
+
+    ``keys`` is the histogram the DP works on: the rounded values in fast mode.
+    """
     budget = dp_atom_budget(n, k)
-    solved = distinct <= budget if budget else np.zeros(rows, bool)
     if budget:
-        starts = [_dp_starts(keys, key_prefix, distinct, k, budget), _companded(sorted_rows, k)]
-    else:  # Lloyd's local optima differ a lot between starts on short rows; keep the best of three
-        starts = [_companded(sorted_rows, k), _chunk_means(sorted_rows, exact_prefix, k), _evenly_spaced(sorted_rows, k)]
-    return starts, solved
+        solved = (hist.sizes[rows] <= budget) if keys is hist else np.zeros(rows.size, bool)
+        starts = [_dp_starts(keys, rows, k, budget), _companded(hist, rows, k)]
+        if k >= 32 and n >= _LONG_ROW and budget >= 4 * k:
+            # With many clusters the optimum's neighbourhood depends on the atom grid: try a coarser one too.
+            starts.append(_dp_starts(keys, rows, k, budget // 2))
+        return starts, solved
+    # Lloyd's local optima differ a lot between starts on short rows; keep the best of three.
+    starts = [_companded(hist, rows, k), _chunk_means(hist, rows, k), _evenly_spaced(hist, rows, k)]
+    return starts, np.zeros(rows.size, bool)
 
 
-def _search(sorted_rows, keys, key_prefix, exact_prefix, distinct, k) -> np.ndarray:
-    """Centroids for rows with more than k distinct values (see the module docstring, steps 2-3)."""
-    rows = sorted_rows.shape[0]
-    starts, solved = _starts(sorted_rows, keys, key_prefix, exact_prefix, distinct, k)
+def _search(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Centroids for the listed rows, which have more than k distinct values (module docstring, 2-3)."""
+    starts, solved = _starts(hist, keys, rows, n, k)
     best = starts[0]
     open_rows = np.flatnonzero(~solved)
     if open_rows.size == 0:
         return best
-    squares = np.einsum("ij,ij->i", sorted_rows[open_rows], sorted_rows[open_rows], dtype=np.float64)
-    score = np.full(rows, -np.inf)
+    squares = hist.squares(rows[open_rows])
+    score = np.full(rows.size, -np.inf)
     for start in starts:
-        candidate, counts = local.improve(sorted_rows, exact_prefix, open_rows, start[open_rows], squares)
+        candidate, counts = local.improve(hist, rows[open_rows], start[open_rows], squares)
         candidate_score = local.between_sum(counts, candidate)
         better = candidate_score > score[open_rows]
         best[open_rows[better]] = candidate[better]
@@ -258,7 +262,7 @@ def _fit_exact(sorted_exact: np.ndarray, centroids: np.ndarray, to_storage) -> n
     """
     rows = centroids.shape[0]
     lut = np.sort(to_storage(centroids), axis=1)
-    cuts = local.count_le(sorted_exact, np.arange(rows), (lut[:, 1:] + lut[:, :-1]) / 2)
+    cuts = local.search_sorted(sorted_exact, np.arange(rows), (lut[:, 1:] + lut[:, :-1]) / 2)
     edges = np.concatenate([np.zeros((rows, 1), np.int64), cuts,
                             np.full((rows, 1), sorted_exact.shape[1], np.int64)], axis=1)
     return np.sort(to_storage(_exact_means(sorted_exact, edges, lut)), axis=1)
@@ -297,23 +301,15 @@ def palettize_rows(
     to_storage = to_storage or (lambda c: np.asarray(c, dtype=np.float64))
     exact = _sortable(values)
     sorted_exact = np.sort(exact, axis=1)
-    exact_prefix = local.prefix_sums(sorted_exact)
-    if round_decimals is None:
-        keys, key_prefix = sorted_exact, exact_prefix
-    else:  # rounding is monotone, so the rounded sorted values stay sorted
-        keys = np.round(sorted_exact.astype(np.float64), round_decimals).astype(exact.dtype)
-        key_prefix = local.prefix_sums(keys)
-    distinct = 1 + np.count_nonzero(keys[:, 1:] != keys[:, :-1], axis=1)
-    exact_distinct = distinct if keys is sorted_exact else \
-        1 + np.count_nonzero(sorted_exact[:, 1:] != sorted_exact[:, :-1], axis=1)
+    hist = local.histogram(sorted_exact)
+    keys = hist if round_decimals is None else local.histogram(  # rounding is monotone: stays sorted
+        np.round(sorted_exact.astype(np.float64), round_decimals).astype(exact.dtype))
     centroids = np.empty((values.shape[0], k))
-    few = exact_distinct <= k  # every distinct value gets its own entry: no error at all
+    few = hist.sizes <= k  # every distinct value gets its own entry: no error at all
     if few.any():
         centroids[few] = _few_distinct(sorted_exact[few], k)
     many = np.flatnonzero(~few)
     if many.size:
-        pick = (lambda a: a) if many.size == values.shape[0] else (lambda a: a[many])
-        centroids[many] = _search(pick(sorted_exact), pick(keys), pick(key_prefix), pick(exact_prefix),
-                                  distinct[many], k)
+        centroids[many] = _search(hist, keys, many, values.shape[1], k)
     lut = _fit_exact(sorted_exact, centroids, to_storage)
     return lut, nearest_indices(exact, lut)
