@@ -158,8 +158,8 @@ def _palettize_parser(commands) -> None:
     parser.add_argument("--workers", type=int, default=4, metavar="N",
                         help="threads clustering different weights; the result does not depend on it (default: 4)")
     parser.add_argument("--exact", action="store_true",
-                        help="cluster the exact weights instead of weights rounded to --rounding-precision "
-                             "(slower; enable_fast_kmeans_mode=False)")
+                        help="start the clustering from the exact weights instead of weights rounded to "
+                             "--rounding-precision (enable_fast_kmeans_mode=False)")
     parser.add_argument("--rounding-precision", type=int, default=4, metavar="D",
                         help="decimals the fast k-means mode rounds weights to (default: 4)")
     _add_compress_tail(parser)
