@@ -34,12 +34,16 @@ _MOVE_GAIN = 1e-4
 
 @dataclass(frozen=True)
 class Histogram:
-    """Each row's sorted distinct values and running sums; rows are padded with +inf of count 0."""
+    """Each row's sorted values (distinct, with counts, or one entry per value) and running sums.
+
+    Compressed rows are padded with +inf entries of count 0.
+    """
 
     values: np.ndarray  # (rows, m), float32 or float64
     counts: np.ndarray  # (rows, m + 1) int64: values before each position
     sums: np.ndarray  # (rows, m + 1) float64: sum of the values before each position
-    sizes: np.ndarray  # (rows,) distinct values per row
+    sizes: np.ndarray  # (rows,) entries per row
+    unit: bool = False  # one entry per value (counts are positions)
 
     @property
     def width(self) -> int:
@@ -53,14 +57,28 @@ class Histogram:
 
     def squares(self, rows: np.ndarray) -> np.ndarray:
         """Sum of squared values of each listed row."""
+        if self.unit:
+            values = self.values[rows].astype(np.float64)
+            return np.einsum("ij,ij->i", values, values)
         counts = np.diff(self.counts[rows], axis=1)
         values = np.where(counts > 0, self.values[rows].astype(np.float64), 0.0)
         return np.einsum("ij,ij,ij->i", counts.astype(np.float64), values, values)
 
 
-def histogram(sorted_rows: np.ndarray) -> Histogram:
-    """The ``Histogram`` of rows already sorted along axis 1 (one pass to find where values change)."""
+def histogram(sorted_rows: np.ndarray, compress: bool = True) -> Histogram:
+    """The ``Histogram`` of rows already sorted along axis 1.
+
+    ``compress`` merges equal values into one entry with its count (worth it for
+    float16 or rounded rows, which repeat values heavily). Otherwise every value
+    is its own entry: equal values still always fall on the same side of a
+    boundary, which is all the search needs, and building it is one running sum.
+    """
     rows, n = sorted_rows.shape
+    if not compress:
+        counts = np.broadcast_to(np.arange(n + 1, dtype=np.int64), (rows, n + 1))
+        sums = np.zeros((rows, n + 1))
+        np.cumsum(sorted_rows, axis=1, dtype=np.float64, out=sums[:, 1:])
+        return Histogram(sorted_rows, counts, sums, np.full(rows, n, dtype=np.int64), unit=True)
     new = np.ones((rows, n), dtype=bool)
     new[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
     starts = np.flatnonzero(new)  # flat positions where a new distinct value begins

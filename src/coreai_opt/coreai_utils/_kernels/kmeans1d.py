@@ -301,11 +301,14 @@ def palettize_rows(
     to_storage = to_storage or (lambda c: np.asarray(c, dtype=np.float64))
     exact = _sortable(values)
     sorted_exact = np.sort(exact, axis=1)
-    hist = local.histogram(sorted_exact)
+    # Float16/bfloat16 rows repeat values a lot; float32 rows barely do (decided by type, not data,
+    # so that a row's result never depends on the rest of its batch).
+    hist = local.histogram(sorted_exact, compress=values.dtype.itemsize <= 2)
     keys = hist if round_decimals is None else local.histogram(  # rounding is monotone: stays sorted
         np.round(sorted_exact.astype(np.float64), round_decimals).astype(exact.dtype))
+    distinct = 1 + np.count_nonzero(sorted_exact[:, 1:] != sorted_exact[:, :-1], axis=1)
     centroids = np.empty((values.shape[0], k))
-    few = hist.sizes <= k  # every distinct value gets its own entry: no error at all
+    few = distinct <= k  # every distinct value gets its own entry: no error at all
     if few.any():
         centroids[few] = _few_distinct(sorted_exact[few], k)
     many = np.flatnonzero(~few)
