@@ -11,6 +11,8 @@ Decompression graph (innermost first)::
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
@@ -25,6 +27,10 @@ from . import layout
 from .dequantize import dequantized
 from .options import PalettizeOptions
 from .runner import Encoded, Skipped
+
+
+#: Values per chunk of groups clustered together (bounds memory, lets threads share one weight).
+_CHUNK_VALUES = 1 << 22
 
 
 def _storage_rounding(element_type: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -77,15 +83,29 @@ class PalettizeEncoder:
         return layout.lut_shape(rank, out_axis, n_groups, 2**self.options.n_bits, self.options.cluster_dim)
 
     def _cluster(self, weight2d: np.ndarray, n_groups: int, element_type: str) -> tuple[np.ndarray, np.ndarray]:
-        """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8)."""
+        """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8).
+
+        Groups are independent, so a weight with many of them is clustered in
+        fixed-size chunks of groups, on ``num_kmeans_workers`` threads; the chunk
+        boundaries depend on the shape only, so the result does not depend on the
+        number of workers.
+        """
         opts = self.options
         k = 2**opts.n_bits
         to_storage = _storage_rounding(element_type)
         if opts.cluster_dim == 1:
-            return palettize_rows(layout.scalar_rows(weight2d, n_groups), k,
-                                  round_decimals=opts.round_decimals, to_storage=to_storage)
-        points = layout.vector_rows(weight2d, n_groups, opts.cluster_dim)
-        return palettize_vectors(points, k, round_decimals=opts.round_decimals, to_storage=to_storage)
+            groups = layout.scalar_rows(weight2d, n_groups)
+            cluster = partial(palettize_rows, k=k, round_decimals=opts.round_decimals, to_storage=to_storage)
+        else:
+            groups = layout.vector_rows(weight2d, n_groups, opts.cluster_dim)
+            cluster = partial(palettize_vectors, k=k, round_decimals=opts.round_decimals, to_storage=to_storage)
+        per_chunk = max(1, _CHUNK_VALUES // (groups[0].size or 1))
+        chunks = [groups[start : start + per_chunk] for start in range(0, n_groups, per_chunk)]
+        if len(chunks) == 1:
+            return cluster(groups)
+        with ThreadPoolExecutor(max_workers=opts.num_kmeans_workers, thread_name_prefix="coreai_opt_groups") as pool:
+            results = list(pool.map(cluster, chunks))
+        return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
     def _quantized_lut(self, weight2d, lut, n_groups, element_type, rank, out_axis) -> tuple[Node, np.ndarray]:
         """LUT codes with one scale per LUT, and indices re-assigned to the decoded entries."""
