@@ -24,10 +24,10 @@ import numpy as np
 
 _SMALL_BATCH = 8
 _MAX_LLOYD_STEPS = 100
-_MAX_MOVES = 12
+_MAX_MOVES = 8
 _SPLIT_STEPS = 3
 #: A row stops iterating when no centroid moves more than this fraction of its value range.
-_TOLERANCE = 1e-5
+_TOLERANCE = 1e-4
 #: Moves stop when one would lower a row's error by less than this fraction.
 _MOVE_GAIN = 1e-4
 
@@ -129,9 +129,10 @@ def search_sorted(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
     ``guess`` (same shape) holds earlier answers; only the ones that changed are searched.
     """
     n = sorted_rows.shape[1]
-    thresholds = round_down(points, sorted_rows.dtype) if sorted_rows.dtype.kind == "f" else points
     if rows.size <= _SMALL_BATCH:
+        thresholds = round_down(points, sorted_rows.dtype) if sorted_rows.dtype.kind == "f" else points
         return np.stack([np.searchsorted(sorted_rows[r], t, side="right") for r, t in zip(rows, thresholds)])
+    thresholds = points  # comparing float32 entries with float64 points is exact
     flat = sorted_rows.reshape(-1)
     base = np.broadcast_to((rows.astype(np.int64) * n)[:, None], points.shape)
     if guess is None:
@@ -145,11 +146,16 @@ def search_sorted(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
     return result
 
 
+def _counts_at(hist: Histogram, at: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Running counts at flat indices ``at`` (``positions`` within the row, for one-entry-per-value rows)."""
+    return positions if hist.unit else hist.counts.reshape(-1)[at]
+
+
 def run_stats(hist: Histogram, rows: np.ndarray, bounds: np.ndarray, fallback):
     """(counts, means) of the runs [bounds[:, j], bounds[:, j+1]) of the listed rows; ``fallback`` if empty."""
     width = hist.width + 1
     at = (rows.astype(np.int64) * width)[:, None] + bounds
-    counts = np.diff(hist.counts.reshape(-1)[at], axis=1)
+    counts = np.diff(_counts_at(hist, at, bounds), axis=1)
     sums = np.diff(hist.sums.reshape(-1)[at], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return counts, np.where(counts > 0, sums / counts, fallback)
@@ -195,9 +201,10 @@ def _run_means(hist: Histogram, rows: np.ndarray, low: np.ndarray, high: np.ndar
     """(counts, means) of each run [low, high) of the listed rows (mean 0 where empty); low/high (rows, j)."""
     width = hist.width + 1
     base = (rows.astype(np.int64) * width)[:, None]
-    counts = hist.counts.reshape(-1)[base + high] - hist.counts.reshape(-1)[base + low]
+    counts = _counts_at(hist, base + high, high) - _counts_at(hist, base + low, low)
+    sums = hist.sums.reshape(-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        means = (hist.sums.reshape(-1)[base + high] - hist.sums.reshape(-1)[base + low]) / counts
+        means = (sums[base + high] - sums[base + low]) / counts
     return counts, np.where(counts > 0, means, 0.0)
 
 

@@ -101,8 +101,9 @@ class PalettizeEncoder:
             cluster = partial(palettize_vectors, k=k, round_decimals=opts.round_decimals, to_storage=to_storage)
         per_chunk = max(1, _CHUNK_VALUES // (groups[0].size or 1))
         chunks = [groups[start : start + per_chunk] for start in range(0, n_groups, per_chunk)]
-        if len(chunks) == 1:
-            return cluster(groups)
+        if len(chunks) == 1 or opts.num_kmeans_workers == 1:
+            results = [cluster(chunk) for chunk in chunks]
+            return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
         with ThreadPoolExecutor(max_workers=opts.num_kmeans_workers, thread_name_prefix="coreai_opt_groups") as pool:
             results = list(pool.map(cluster, chunks))
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
