@@ -13,8 +13,7 @@ Each row of ``values`` is one group with its own LUT of ``k`` entries.
    row (outliers get bins of their own, so the DP lands next to the true
    optimum) and centroids at the quantiles of the cube root of the row's
    histogram (the asymptotically optimal density of levels); rows too short for
-   a worthwhile DP try those companded, equal-count and evenly spaced
-   centroids. Lloyd iterations and merge/split moves (``_local1d``) improve each
+   a worthwhile DP try those companded and evenly spaced centroids. Lloyd iterations and merge/split moves (``_local1d``) improve each
    start, and the best result per row is kept.
 4. Fit to the exact values: store the centroids (``to_storage``), replace each
    entry by the stored value nearest the mean of the exact values it wins (this
@@ -136,16 +135,6 @@ def _dp_starts(hist: local.Histogram, rows: np.ndarray, k: int, budget: int) -> 
     return _monotone_fill(means, hist.low(rows))
 
 
-def _chunk_means(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray:
-    """Means of k runs of about equal count."""
-    totals = hist.counts[rows, -1].astype(np.float64)
-    targets = totals[:, None] * np.arange(1, k) / k
-    cuts = local.search_sorted(hist.counts[:, 1:], rows, targets)
-    bounds = np.concatenate([np.zeros((rows.size, 1), np.int64), cuts, hist.sizes[rows][:, None]], axis=1)
-    _, means = local.run_stats(hist, rows, np.maximum.accumulate(bounds, axis=1), np.nan)
-    return _monotone_fill(means, hist.low(rows))
-
-
 def _evenly_spaced(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray:
     """k centroids evenly spread between each row's extremes."""
     low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
@@ -195,8 +184,8 @@ def _starts(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: i
             # With many clusters the optimum's neighbourhood depends on the atom grid: try a coarser one too.
             starts.append(_dp_starts(keys, rows, k, budget // 2))
         return starts, solved
-    # Lloyd's local optima differ a lot between starts on short rows; keep the best of three.
-    starts = [_companded(hist, rows, k), _chunk_means(hist, rows, k), _evenly_spaced(hist, rows, k)]
+    # Lloyd's local optima differ a lot between starts on short rows; keep the better of two.
+    starts = [_companded(hist, rows, k), _evenly_spaced(hist, rows, k)]
     return starts, np.zeros(rows.size, bool)
 
 
