@@ -141,3 +141,22 @@ def test_reconstruction_error_is_at_most_scikit_learn(name, k, granularity):
     for round_decimals in (None, 4):
         lut, indices = palettize_rows(rows, k, round_decimals=round_decimals)
         assert _sse(rows, lut, indices) <= _sklearn_sse(rows, k)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_counting_16_bit_rows_matches_sorting_them(dtype):
+    import ml_dtypes
+
+    from coreai_opt.coreai_utils._kernels import _local1d, kmeans1d
+
+    numpy_type = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    values = (np.random.default_rng(5).standard_normal((3, 20000)) * 0.05).astype(numpy_type)
+    values[0, :5] = [0.0, -0.0, 60000 if dtype == "float16" else 3e38, -1e-7, 1e-7]
+    counted = kmeans1d._code_histogram(values)
+    sorted_ = _local1d.histogram(np.sort(values.astype(np.float32), axis=1), compress=True)
+    np.testing.assert_array_equal(counted.sizes, sorted_.sizes)
+    np.testing.assert_array_equal(counted.values, sorted_.values)
+    np.testing.assert_array_equal(counted.counts, sorted_.counts)
+    lut, indices = palettize_rows(values, 16, round_decimals=4)
+    np.testing.assert_array_equal(indices, nearest_indices(values.astype(np.float32), lut))
+    _check_invariants(values[:, :500].astype(np.float32), lut, indices[:, :500], 16)

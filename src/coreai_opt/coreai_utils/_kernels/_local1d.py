@@ -103,6 +103,39 @@ def histogram(sorted_rows: np.ndarray, compress: bool = True) -> Histogram:
     return Histogram(values.reshape(rows, width), running, sums, sizes)
 
 
+def from_entries(values: np.ndarray, counts: np.ndarray) -> Histogram:
+    """A compressed ``Histogram`` from sorted (rows, m) values with counts; equal values merge, empty ones go."""
+    rows, m = values.shape
+    new = np.ones((rows, m), dtype=bool)
+    new[:, 1:] = values[:, 1:] != values[:, :-1]
+    group = (np.arange(rows, dtype=np.int64)[:, None] * m + np.cumsum(new, axis=1) - 1).reshape(-1)
+    totals = np.bincount(group, weights=counts.reshape(-1), minlength=rows * m).reshape(rows, m)
+    firsts = values.reshape(-1)[np.flatnonzero(new.reshape(-1))]
+    group_values = np.full(rows * m, np.inf, dtype=values.dtype)
+    group_values[group[new.reshape(-1)]] = firsts
+    occupied = totals > 0
+    sizes = occupied.sum(axis=1)
+    width = max(int(sizes.max()), 1)
+    slot = np.cumsum(occupied, axis=1) - 1
+    where = np.flatnonzero(occupied.reshape(-1))
+    target = (where // m) * width + slot.reshape(-1)[where]
+    packed_values = np.full(rows * width, np.inf, dtype=values.dtype)
+    packed_values[target] = group_values[where]
+    packed_counts = np.zeros(rows * width, dtype=np.int64)
+    packed_counts[target] = totals.reshape(-1)[where].astype(np.int64)
+    running = np.zeros((rows, width + 1), dtype=np.int64)
+    np.cumsum(packed_counts.reshape(rows, width), axis=1, out=running[:, 1:])
+    sums = np.zeros((rows, width + 1))
+    weighted = packed_counts * np.where(packed_counts > 0, packed_values.astype(np.float64), 0.0)
+    np.cumsum(weighted.reshape(rows, width), axis=1, out=sums[:, 1:])
+    return Histogram(packed_values.reshape(rows, width), running, sums, sizes)
+
+
+def entry_counts(hist: Histogram) -> np.ndarray:
+    """(rows, m) count of each entry."""
+    return np.diff(hist.counts, axis=1) if not hist.unit else np.ones(hist.values.shape, dtype=np.int64)
+
+
 def round_down(points: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Largest ``dtype`` value <= each float64 point, so ``x > p`` equals ``x > result`` for x of ``dtype``."""
     narrow = points.astype(dtype)

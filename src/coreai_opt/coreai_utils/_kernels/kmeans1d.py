@@ -232,17 +232,18 @@ def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return position.astype(np.uint8)
 
 
-def _exact_means(sorted_exact: np.ndarray, edges: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Mean of each run [edges[:, j], edges[:, j+1]) summed directly (no prefix-sum cancellation)."""
-    rows, n = sorted_exact.shape
-    starts = (np.arange(rows, dtype=np.int64)[:, None] * n + edges[:, :-1]).reshape(-1)
-    counts = np.diff(edges, axis=1)
-    sums = np.add.reduceat(sorted_exact.reshape(-1), np.minimum(starts, rows * n - 1), dtype=np.float64)
+def _exact_means(hist: local.Histogram, edges: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Mean of each run [edges[:, j], edges[:, j+1]) of entries, summed directly (no prefix-sum cancellation)."""
+    rows, width = hist.values.shape
+    weighted = local.entry_counts(hist) * np.where(np.isfinite(hist.values), hist.values.astype(np.float64), 0.0)
+    starts = (np.arange(rows, dtype=np.int64)[:, None] * width + edges[:, :-1]).reshape(-1)
+    sums = np.add.reduceat(weighted.reshape(-1), np.minimum(starts, rows * width - 1)).reshape(rows, -1)
+    counts, _ = local.run_stats(hist, np.arange(rows), edges, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(counts > 0, sums.reshape(counts.shape) / counts, fallback)
+        return np.where(counts > 0, sums / counts, fallback)
 
 
-def _fit_exact(sorted_exact: np.ndarray, centroids: np.ndarray, to_storage) -> np.ndarray:
+def _fit_exact(hist: local.Histogram, centroids: np.ndarray, to_storage) -> np.ndarray:
     """The stored LUT after one refinement step on the exact values.
 
     Each stored entry becomes the stored value nearest the mean of the exact
@@ -251,21 +252,77 @@ def _fit_exact(sorted_exact: np.ndarray, centroids: np.ndarray, to_storage) -> n
     """
     rows = centroids.shape[0]
     lut = np.sort(to_storage(centroids), axis=1)
-    cuts = local.search_sorted(sorted_exact, np.arange(rows), (lut[:, 1:] + lut[:, :-1]) / 2)
-    edges = np.concatenate([np.zeros((rows, 1), np.int64), cuts,
-                            np.full((rows, 1), sorted_exact.shape[1], np.int64)], axis=1)
-    return np.sort(to_storage(_exact_means(sorted_exact, edges, lut)), axis=1)
+    cuts = local.search_sorted(hist.values, np.arange(rows), (lut[:, 1:] + lut[:, :-1]) / 2)
+    edges = np.concatenate([np.zeros((rows, 1), np.int64), cuts, hist.sizes[:, None].astype(np.int64)], axis=1)
+    return np.sort(to_storage(_exact_means(hist, edges, lut)), axis=1)
 
 
-def _few_distinct(sorted_rows: np.ndarray, k: int) -> np.ndarray:
+def _few_distinct(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray:
     """Centroids for rows with at most k distinct values: each value once, then the largest repeated."""
-    rows, n = sorted_rows.shape
-    new_run = np.ones((rows, n), dtype=bool)
-    new_run[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
-    slots = (np.arange(rows)[:, None] * k + np.cumsum(new_run, axis=1) - 1).reshape(-1)
-    out = np.full(rows * k, -np.inf)
-    out[slots] = sorted_rows.reshape(-1)
-    return np.maximum.accumulate(out.reshape(rows, k), axis=1)
+    values = hist.values[rows].astype(np.float64)
+    real = np.isfinite(values)
+    new = real.copy()
+    new[:, 1:] &= values[:, 1:] != values[:, :-1]
+    slots = np.cumsum(new, axis=1) - 1
+    out = np.full((rows.size, k), -np.inf)
+    r, c = np.nonzero(new)
+    out[r, slots[r, c]] = values[r, c]
+    return np.maximum.accumulate(out, axis=1)
+
+
+_CODE_SPACE = 1 << 16
+
+
+def _ordered_codes(values16: np.ndarray) -> np.ndarray:
+    """uint16 keys of float16/bfloat16 values that sort like the values (finite values only)."""
+    bits = values16.view(np.uint16)
+    negative = (bits & 0x8000) != 0
+    return np.where(negative, ~bits, bits | 0x8000).astype(np.uint16)
+
+
+def _code_values(dtype: np.dtype) -> np.ndarray:
+    """The value of every ordered code (``_ordered_codes`` inverted), as ``dtype``."""
+    codes = np.arange(_CODE_SPACE, dtype=np.uint32)
+    bits = np.where(codes & 0x8000, codes ^ 0x8000, ~codes & 0xFFFF).astype(np.uint16)
+    return bits.view(dtype)
+
+
+def _code_histogram(values16: np.ndarray) -> local.Histogram:
+    """The compressed ``Histogram`` of 16-bit float rows, counted by bit pattern (no sort)."""
+    rows = values16.shape[0]
+    codes = _ordered_codes(values16).astype(np.int64)
+    counts = np.bincount((np.arange(rows, dtype=np.int64)[:, None] * _CODE_SPACE + codes).reshape(-1),
+                         minlength=rows * _CODE_SPACE).reshape(rows, _CODE_SPACE)
+    table = _code_values(values16.dtype).astype(np.float32)
+    values = np.broadcast_to(np.where(np.isfinite(table), table, np.inf), counts.shape)
+    return local.from_entries(np.ascontiguousarray(values), counts)
+
+
+def _exact_histogram(values: np.ndarray) -> local.Histogram:
+    """Each row's values as a ``Histogram``: counted by bit pattern for long 16-bit rows, else sorted.
+
+    Float16/bfloat16 rows repeat values a lot and are compressed; float32 rows
+    barely do and keep one entry per value. The choice depends on the type and
+    the row length only, so a row's result never depends on the rest of its batch.
+    """
+    if values.dtype.itemsize == 2 and values.shape[1] >= _CODE_SPACE // 4:
+        return _code_histogram(values)
+    return local.histogram(np.sort(_sortable(values), axis=1), compress=values.dtype.itemsize <= 2)
+
+
+def _rounded(hist: local.Histogram, decimals: int) -> local.Histogram:
+    """The histogram of the values rounded to ``decimals`` decimals (in float64: no overflow)."""
+    rounded = np.round(hist.values.astype(np.float64), decimals).astype(hist.values.dtype)  # monotone: sorted
+    return local.from_entries(rounded, local.entry_counts(hist))
+
+
+def _nearest_by_code(values16: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``nearest_indices`` for 16-bit rows through a per-row table over all bit patterns."""
+    table_values = _code_values(values16.dtype).astype(np.float32)[None, :].repeat(lut.shape[0], axis=0)
+    finite = np.isfinite(table_values)
+    table = nearest_indices(np.where(finite, table_values, 0.0), lut)
+    codes = _ordered_codes(values16).astype(np.int64)
+    return table.reshape(-1)[(np.arange(values16.shape[0], dtype=np.int64)[:, None] * _CODE_SPACE + codes)]
 
 
 def palettize_rows(
@@ -288,20 +345,17 @@ def palettize_rows(
     if values.ndim != 2 or not 2 <= k <= 256:
         raise ValueError(f"values must be 2-D and k in [2, 256]; got shape {values.shape}, k={k}")
     to_storage = to_storage or (lambda c: np.asarray(c, dtype=np.float64))
-    exact = _sortable(values)
-    sorted_exact = np.sort(exact, axis=1)
-    # Float16/bfloat16 rows repeat values a lot; float32 rows barely do (decided by type, not data,
-    # so that a row's result never depends on the rest of its batch).
-    hist = local.histogram(sorted_exact, compress=values.dtype.itemsize <= 2)
-    keys = hist if round_decimals is None else local.histogram(  # rounding is monotone: stays sorted
-        np.round(sorted_exact.astype(np.float64), round_decimals).astype(exact.dtype))
-    distinct = 1 + np.count_nonzero(sorted_exact[:, 1:] != sorted_exact[:, :-1], axis=1)
+    hist = _exact_histogram(values)
+    keys = hist if round_decimals is None else _rounded(hist, round_decimals)
+    distinct = hist.sizes if not hist.unit else 1 + np.count_nonzero(hist.values[:, 1:] != hist.values[:, :-1], axis=1)
     centroids = np.empty((values.shape[0], k))
     few = distinct <= k  # every distinct value gets its own entry: no error at all
     if few.any():
-        centroids[few] = _few_distinct(sorted_exact[few], k)
+        centroids[few] = _few_distinct(hist, np.flatnonzero(few), k)
     many = np.flatnonzero(~few)
     if many.size:
         centroids[many] = _search(hist, keys, many, values.shape[1], k)
-    lut = _fit_exact(sorted_exact, centroids, to_storage)
-    return lut, nearest_indices(exact, lut)
+    lut = _fit_exact(hist, centroids, to_storage)
+    if values.dtype.itemsize == 2 and values.shape[1] >= _CODE_SPACE // 4:
+        return lut, _nearest_by_code(values, lut)
+    return lut, nearest_indices(values, lut)

@@ -58,7 +58,10 @@ class PalettizeEncoder:
         if channels % unit:
             return Skipped(f"{channels} output channels are not divisible by cluster_dim {unit}")
         n_groups, note = layout.group_count(channels, opts.granularity, opts.group_size, unit)
-        weight2d = layout.channel_major(weight, out_axis).astype(np.float32)
+        # Scalar clustering takes the weight in its own type (16-bit rows are counted, not sorted).
+        weight2d = layout.channel_major(weight, out_axis)
+        if opts.cluster_dim > 1:
+            weight2d = weight2d.astype(np.float32)
         channel_scale = None
         if opts.enable_per_channel_scale:
             channel_scale = _channel_scales(weight2d, element_type)
