@@ -19,29 +19,55 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._dtypes import numpy_dtype, storage_bytes as _dense_bytes
+from ._dtypes import numpy_dtype, storage_bytes as _dense_bytes, sub_byte_bits
+from ._kernels.pack import pack_bits, unpack_bits
 
 @dataclass(frozen=True, eq=False)
 class Const:
-    """A constant tensor; ``array`` holds values of ``element_type`` (sub-byte as uint8)."""
+    """A constant tensor of ``element_type``.
 
-    array: np.ndarray
+    ``data`` holds the values (sub-byte types as uint8), or, when ``packed_shape``
+    is set, the bit stream of a sub-byte tensor of that shape already packed the
+    way Core AI stores it (large index tensors are kept packed to save memory).
+    """
+
+    data: np.ndarray
     element_type: str
+    packed_shape: tuple[int, ...] | None = None
+
+    @classmethod
+    def packed(cls, values: np.ndarray, element_type: str) -> Const:
+        """A sub-byte constant stored packed (``element_type`` like ``ui4``)."""
+        bits = sub_byte_bits(element_type)
+        if not bits:
+            return cls(values, element_type)
+        return cls(pack_bits(values, bits), element_type, tuple(values.shape))
+
+    @property
+    def array(self) -> np.ndarray:
+        """The values (unpacked if needed)."""
+        if self.packed_shape is None:
+            return self.data
+        return unpack_bits(self.data, sub_byte_bits(self.element_type), self.packed_shape)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
+        return self.packed_shape if self.packed_shape is not None else tuple(self.data.shape)
 
     @property
     def is_splat(self) -> bool:
-        """Whether all elements are equal (stored as a single value)."""
-        flat = self.array.reshape(-1)
+        """Whether all elements are equal (stored as a single value). Packed constants never are."""
+        if self.packed_shape is not None:
+            return False
+        flat = self.data.reshape(-1)
         return flat.size <= 1 or bool((flat == flat[0]).all())
 
     @property
     def storage_bytes(self) -> int:
         """Bytes this constant adds to an asset."""
-        count = 1 if self.is_splat else self.array.size
+        if self.packed_shape is not None:
+            return int(self.data.size)
+        count = 1 if self.is_splat else self.data.size
         return _dense_bytes(count, self.element_type)
 
 

@@ -182,6 +182,12 @@ def constant_attr(array: np.ndarray, element_type: str) -> ir.Attribute:
     return ir.DenseResourceElementsAttr.get_from_buffer(data, f"coreai_opt_{next(_names)}", ttype)
 
 
+def packed_constant_attr(data: np.ndarray, shape: tuple[int, ...], element_type: str) -> ir.Attribute:
+    """A ``dense_resource`` attribute for a sub-byte tensor whose bit stream ``data`` is already packed."""
+    return ir.DenseResourceElementsAttr.get_from_buffer(
+        np.ascontiguousarray(data, dtype=np.uint8), f"coreai_opt_{next(_names)}", tensor_type(shape, element_type))
+
+
 def _all_equal(flat: np.ndarray) -> bool:
     """Whether every element has the same bit pattern."""
     raw = np.ascontiguousarray(flat).view(np.uint8).reshape(flat.size, -1)

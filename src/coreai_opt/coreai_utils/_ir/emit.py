@@ -14,7 +14,7 @@ from coreai._compiler import ir
 from coreai._compiler.dialects import _coreai_ops_gen as ops
 
 from .._encoding import Cast, Const, LutToDense, Node, ShiftScale, SparseToDense
-from .constants import constant_attr, tensor_type
+from .constants import constant_attr, packed_constant_attr, tensor_type
 
 _AXIS_TYPE = "si16"
 
@@ -58,8 +58,11 @@ class ProgramEditor:
         return value
 
     def _const(self, node: Const) -> ir.Value:
-        op = ops.ConstantOp(value=constant_attr(node.array, node.element_type))
-        return self._record(op.result)
+        if node.packed_shape is not None:
+            attr = packed_constant_attr(node.data, node.packed_shape, node.element_type)
+        else:
+            attr = constant_attr(node.data, node.element_type)
+        return self._record(ops.ConstantOp(value=attr).result)
 
     def _axis(self, axis: int) -> ir.Value:
         attr = ir.DenseElementsAttr.get_splat(

@@ -77,7 +77,7 @@ class PalettizeEncoder:
         index_shape = list(weight.shape)
         index_shape[out_axis] = channels // unit
         index_array = layout.restore_layout(index_rows, tuple(index_shape), out_axis)
-        node: Node = LutToDense(Const(np.ascontiguousarray(index_array), uint_type(opts.n_bits)), lut_node, out_axis)
+        node: Node = LutToDense(Const.packed(index_array, uint_type(opts.n_bits)), lut_node, out_axis)
         if channel_scale is not None:
             node = self._scaled(node, channel_scale, weight.ndim, out_axis, element_type)
         return Encoded(node, self._detail(n_groups, channels, element_type), (note,) if note else ())

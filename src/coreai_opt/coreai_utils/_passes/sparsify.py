@@ -46,7 +46,7 @@ class SparsifyEncoder:
         if not keep.any():
             zeros = Const(np.zeros(weight.shape, numpy_dtype(element_type)), element_type)
             return Encoded(zeros, detail + ", stored as a zero splat")
-        mask = Const(keep.astype(np.uint8), "ui1")
+        mask = Const.packed(keep, "ui1") if not keep.all() else Const(keep.astype(np.uint8), "ui1")
         node, storage = self._values(weight, keep, mask, role, element_type)
         return Encoded(node, f"{detail}, non-zeros {storage}")
 
@@ -89,7 +89,7 @@ class SparsifyEncoder:
             lut, indices = palettize_rows(values[None, :].astype(np.float32), k,
                                           to_storage=lambda c: c.astype(dtype).astype(np.float64))
             lut_const = Const(lut.reshape(1, k, 1).astype(dtype), element_type)
-            palettized = LutToDense(Const(indices[0], uint_type(opts.palettize_nbits)), lut_const, 0)
+            palettized = LutToDense(Const.packed(indices[0], uint_type(opts.palettize_nbits)), lut_const, 0)
             return SparseToDense(palettized, mask), f"{opts.palettize_nbits}-bit palettized"
         if opts.quantize_dtype is None:
             return SparseToDense(Const(values, element_type), mask), element_type
