@@ -40,3 +40,17 @@ def minilm(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return build_minilm(pathlib.Path(tmp_path_factory.mktemp("minilm")))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> pathlib.Path:
+    """A directory shared by the tests of one module."""
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def small_asset(work, small_net_fp32) -> pathlib.Path:
+    """The small_net program (embedding + linear + conv) saved as an asset."""
+    path = work / "small.aimodel"
+    small_net_fp32[0].save_asset(path)
+    return path

@@ -16,19 +16,6 @@ from helpers.cli import CLI, asset_bytes, error_line, leftovers, resource_consta
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("cli")
-
-
-@pytest.fixture(scope="module")
-def small_asset(work, small_net_fp32) -> pathlib.Path:
-    """The small_net program (embedding + linear + conv) saved as an asset."""
-    path = work / "small.aimodel"
-    small_net_fp32[0].save_asset(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def palettized(work):
     """``palettize --example`` with a JSON report: (process, output, report, example digest before, after)."""
     before = tree_digest(example_path())

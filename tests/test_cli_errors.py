@@ -11,19 +11,6 @@ from coreai_opt.examples import example_path
 from helpers.cli import error_line, leftovers, run_cli, run_main, run_many, tree_digest
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("cli")
-
-
-@pytest.fixture(scope="module")
-def small_asset(work, small_net_fp32) -> pathlib.Path:
-    """The small_net program (embedding + linear + conv) saved as an asset."""
-    path = work / "small.aimodel"
-    small_net_fp32[0].save_asset(path)
-    return path
-
-
 # --- errors ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

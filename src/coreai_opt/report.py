@@ -90,7 +90,7 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), str):  # str enums
+    if hasattr(value, "value") and isinstance(value.value, str):  # str enums
         return value.value
     return value
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 import textwrap
@@ -12,11 +11,10 @@ import numpy as np
 import pytest
 
 from coreai_opt.coreai_utils import collect_reports, palettize_weights, sparsify_weights
-from coreai_opt.coreai_utils._encoding import constants
 from coreai_opt.coreai_utils._ir import ProgramEditor
 from coreai_opt.coreai_utils._passes import palettize as palettize_pass
 from helpers.authoring import ca, const, program, weight
-from helpers.program import fingerprint, save_and_run, weight_expressions
+from helpers.program import fingerprint, save_and_run
 
 PERMUTATION = np.array([1, 0], np.uint32)
 

@@ -184,3 +184,15 @@ def test_output_is_identical_for_any_worker_count(small_net_fp32):
         expressions = weight_expressions(compressed)
         results.append([c.array.tobytes() for kind in sorted(expressions) for c in constants(expressions[kind][0])])
     assert all(r == results[0] for r in results[1:])
+
+
+def test_workers_share_a_module_serialised_to_disk(small_net_fp32, monkeypatch):
+    from coreai_opt.coreai_utils._ir import constants as ir_constants
+
+    monkeypatch.setattr(ir_constants, "_IN_MEMORY_LIMIT", -1)  # every module goes through the temp file
+    program, _, _ = small_net_fp32
+    results = []
+    for workers in (1, 4):
+        expressions = weight_expressions(palettize_weights(program, None, num_kmeans_workers=workers))
+        results.append([c.array.tobytes() for kind in sorted(expressions) for c in constants(expressions[kind][0])])
+    assert results[0] == results[1]

@@ -96,7 +96,7 @@ def test_sparsified_program_runs_and_matches_numpy(name, small_program, tmp_path
 
     assert str(program) == before_ir
     expressions = weight_expressions(compressed)
-    for kind, size in SIZES.items():
+    for kind in SIZES:
         if _structured(options) and kind == "gather_nd":
             assert isinstance(expressions[kind][0], Const), "embeddings are left alone by structured sparsity"
             continue

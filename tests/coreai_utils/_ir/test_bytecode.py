@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 
-import numpy as np
 import pytest
 
 from coreai_opt.coreai_utils._ir import mlir_module

@@ -82,3 +82,26 @@ def test_large_modules_are_read_from_a_temporary_file(small_net_fp32, monkeypatc
         np.testing.assert_array_equal(read_constant(site.op, in_memory), read_constant(site.op, on_disk))
     in_memory.close()
     on_disk.close()
+
+
+def test_concurrent_first_reads_serialise_the_module_once(small_net_fp32, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coreai_opt.coreai_utils._ir import constants, iter_constants, mlir_module
+
+    module = mlir_module(small_net_fp32[0])
+    sites = [s for s in iter_constants(module) if s.is_resource]
+    expected = {s.name: read_constant(s.op, BlobReader(module.operation, 0)) for s in sites}
+    monkeypatch.setattr(constants, "_IN_MEMORY_LIMIT", -1)
+    serialised = []
+    real = BlobReader._serialise
+    monkeypatch.setattr(BlobReader, "_serialise", lambda self: (serialised.append(1), real(self)))
+    reader = BlobReader(module.operation, 10**12)
+    keys = {s.name: constants._resource_key(s.op.attributes["value"]) for s in sites}
+    shapes = {s.name: (tuple(expected[s.name].shape), constants.element_type_name(s.op.result.type)) for s in sites}
+    with ThreadPoolExecutor(8) as pool:
+        got = dict(pool.map(lambda n: (n, constants._blob_to_array(reader.read(keys[n]), *shapes[n])), list(keys) * 4))
+    assert serialised == [1]
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value)
+    reader.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coreai_opt.coreai_utils._encoding import Const, LutToDense, decode
+from coreai_opt.coreai_utils._encoding import Const, LutToDense
 from coreai_opt.coreai_utils._ir import ProgramEditor, iter_constants, mlir_module
 from helpers.authoring import ca, const, program, weight
 
@@ -21,12 +21,16 @@ def _palettized(shape):
     return LutToDense(Const(indices, "ui2"), Const(lut, "f32"), 0)
 
 
-def test_rollback_leaves_the_program_exactly_as_it_was():
+def _editor_and_weight():
     prog = _program()
-    before = str(prog)
     module = mlir_module(prog)
     site = next(s for s in iter_constants(module) if s.shape == (64, 48))
-    editor = ProgramEditor(module)
+    return prog, module, ProgramEditor(module), site
+
+
+def test_rollback_leaves_the_program_exactly_as_it_was():
+    prog, _, editor, site = _editor_and_weight()
+    before = str(prog)
     editor.insert(site.op, _palettized((64, 48)))
     assert "coreai.lut_to_dense" in str(prog)
     editor.rollback()
@@ -34,10 +38,7 @@ def test_rollback_leaves_the_program_exactly_as_it_was():
 
 
 def test_commit_swaps_the_constant_for_the_chain():
-    prog = _program()
-    module = mlir_module(prog)
-    site = next(s for s in iter_constants(module) if s.shape == (64, 48))
-    editor = ProgramEditor(module)
+    prog, module, editor, site = _editor_and_weight()
     editor.insert(site.op, _palettized((64, 48)))
     editor.commit()
     text = str(prog)
@@ -46,11 +47,8 @@ def test_commit_swaps_the_constant_for_the_chain():
 
 
 def test_a_chain_of_the_wrong_type_is_refused_and_can_be_rolled_back():
-    prog = _program()
+    prog, _, editor, site = _editor_and_weight()
     before = str(prog)
-    module = mlir_module(prog)
-    site = next(s for s in iter_constants(module) if s.shape == (64, 48))
-    editor = ProgramEditor(module)
     with pytest.raises(TypeError, match="replacement has type"):
         editor.insert(site.op, _palettized((48, 64)))
     editor.rollback()

@@ -220,7 +220,7 @@ def _minilm_like_groups(d, count, size=50000):
     """Subsampled groups of synthetic MiniLM-shaped weights: vectors of d consecutive output channels."""
     rng = np.random.default_rng(d)
     groups = []
-    for g in range(count):
+    for _ in range(count):
         weight = _weights(rng, 384 * 1536 // d, d).reshape(-1)
         out, cols = 1536, 384
         vectors = weight.reshape(out // d, d, cols).transpose(0, 2, 1).reshape(-1, d)

@@ -12,6 +12,7 @@ import io
 import itertools
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,11 @@ def tensor_type(shape: tuple[int, ...], element_type: str) -> ir.RankedTensorTyp
 
 
 class BlobReader:
-    """Reads ``dense_resource`` blobs of one module, serialising it once on first use."""
+    """Reads ``dense_resource`` blobs of one module, serialising it once on first use.
+
+    Reads are thread-safe; the one serialisation touches the IR, so ``load`` it on
+    the thread that owns the module before handing reads to other threads.
+    """
 
     def __init__(self, module_op: ir.Operation, weight_bytes: int) -> None:
         self._module_op = module_op
@@ -55,8 +60,15 @@ class BlobReader:
         self._spans: dict | None = None
         self._buffer: memoryview | None = None
         self._file: Any = None
+        self._lock = threading.Lock()
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Serialise the module now, if not done yet."""
+        with self._lock:
+            if self._spans is None:
+                self._serialise()
+
+    def _serialise(self) -> None:
         if self._weight_bytes > _IN_MEMORY_LIMIT:
             # Large modules go to disk and are read blob by blob, so the serialised
             # copy never sits in memory next to the module itself.
@@ -73,7 +85,7 @@ class BlobReader:
     def read(self, key: str) -> bytes | memoryview:
         """The raw bytes of the blob named ``key``."""
         if self._spans is None:
-            self._load()
+            self.load()
         try:
             span = self._spans[key]
         except KeyError:
@@ -120,6 +132,7 @@ def constant_loader(op: ir.Operation, blobs: BlobReader) -> Callable[[], np.ndar
     ttype = ir.RankedTensorType(attr.type)
     shape, element_type = tuple(ttype.shape), str(ttype.element_type)
     key = _resource_key(attr)
+    blobs.load()
     return lambda: _blob_to_array(blobs.read(key), shape, element_type)
 
 

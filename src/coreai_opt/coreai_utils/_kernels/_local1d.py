@@ -26,8 +26,9 @@ _SMALL_BATCH = 8
 _MAX_LLOYD_STEPS = 100
 _MAX_MOVES = 8
 _SPLIT_STEPS = 3
-#: A row stops iterating when no centroid moves more than this fraction of its value range.
-_TOLERANCE = 1e-4
+#: A row stops iterating when no centroid moves more than this fraction of its average cluster
+#: width (value range / k): with many clusters a fixed fraction of the range stops too early.
+_TOLERANCE = 1e-3
 #: Moves stop when one would lower a row's error by less than this fraction.
 _MOVE_GAIN = 1e-4
 
@@ -224,7 +225,7 @@ def lloyd(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, guess: np.nd
         counts[active], updated = run_stats(hist, rows[active], edges[active], current)
         centroids[active] = updated
         shift = np.abs(updated - current).max(axis=1)
-        active = active[moved & (shift > _TOLERANCE * spread[active])]
+        active = active[moved & (shift > _TOLERANCE / k * spread[active])]
         if active.size == 0:
             break
     return centroids, counts, edges
