@@ -137,11 +137,27 @@ def test_counting_16_bit_rows_matches_sorting_them(dtype):
     numpy_type = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     values = (np.random.default_rng(5).standard_normal((3, 20000)) * 0.05).astype(numpy_type)
     values[0, :5] = [0.0, -0.0, 60000 if dtype == "float16" else 3e38, -1e-7, 1e-7]
-    counted = kmeans1d._code_histogram(values)
+    counted = kmeans1d._code_histogram(kmeans1d._ordered_codes(values), values.dtype)
     sorted_ = _local1d.histogram(np.sort(values.astype(np.float32), axis=1), compress=True)
     np.testing.assert_array_equal(counted.sizes, sorted_.sizes)
     np.testing.assert_array_equal(counted.values, sorted_.values)
     np.testing.assert_array_equal(counted.counts, sorted_.counts)
+    np.testing.assert_array_equal(counted.sums, sorted_.sums)
     lut, indices = palettize_rows(values, 16, round_decimals=4)
     np.testing.assert_array_equal(indices, nearest_indices(values.astype(np.float32), lut))
     _check_invariants(values[:, :500].astype(np.float32), lut, indices[:, :500], 16)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_assigning_16_bit_rows_by_code_matches_comparing_values(dtype):
+    import ml_dtypes
+
+    from coreai_opt.coreai_utils._kernels import kmeans1d
+
+    numpy_type = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    values = (np.random.default_rng(6).standard_normal((4, 3000)) * 2).astype(numpy_type)
+    values[:, :6] = np.array([0.0, -0.0, 0.25, 0.75, -1.5, 1.5], numpy_type)  # midpoints of the LUT below
+    lut = np.tile(np.array([-2.0, -1.0, 0.0, 0.5, 1.0, 2.0]), (4, 1))
+    lut[3] = [-3.0, -3.0, -3.0, 0.0, 0.0, 5.0]  # repeated entries: the lowest index wins
+    np.testing.assert_array_equal(kmeans1d._nearest_by_code(values, lut),
+                                  nearest_indices(values.astype(np.float32), lut))

@@ -19,8 +19,11 @@ from functools import lru_cache
 import numpy as np
 
 
-#: Above this many atoms the divide-and-conquer layer is used; below, the dense one is cheaper.
-DENSE_LIMIT = 256
+#: Above this many atoms the divide-and-conquer layer is used. The dense table only wins
+#: for one or two rows of a few hundred atoms; batches of rows favour divide and conquer
+#: from about 64 atoms (measured). The choice must not depend on the batch: the two
+#: methods round differently, so near-ties could resolve differently.
+DENSE_LIMIT = 64
 _DENSE_ROWS = 64
 
 

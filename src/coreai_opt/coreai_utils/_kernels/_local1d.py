@@ -124,12 +124,18 @@ def from_entries(values: np.ndarray, counts: np.ndarray) -> Histogram:
     packed_values[target] = group_values[where]
     packed_counts = np.zeros(rows * width, dtype=np.int64)
     packed_counts[target] = totals.reshape(-1)[where].astype(np.int64)
+    return from_packed(packed_values.reshape(rows, width), packed_counts.reshape(rows, width), sizes)
+
+
+def from_packed(values: np.ndarray, counts: np.ndarray, sizes: np.ndarray) -> Histogram:
+    """A compressed ``Histogram`` from distinct sorted (rows, m) values, +inf-padded after ``sizes``, with counts."""
+    rows, width = values.shape
     running = np.zeros((rows, width + 1), dtype=np.int64)
-    np.cumsum(packed_counts.reshape(rows, width), axis=1, out=running[:, 1:])
+    np.cumsum(counts, axis=1, out=running[:, 1:])
     sums = np.zeros((rows, width + 1))
-    weighted = packed_counts * np.where(packed_counts > 0, packed_values.astype(np.float64), 0.0)
-    np.cumsum(weighted.reshape(rows, width), axis=1, out=sums[:, 1:])
-    return Histogram(packed_values.reshape(rows, width), running, sums, sizes)
+    weighted = counts * np.where(counts > 0, values.astype(np.float64), 0.0)
+    np.cumsum(weighted, axis=1, out=sums[:, 1:])
+    return Histogram(values, running, sums, sizes)
 
 
 def entry_counts(hist: Histogram) -> np.ndarray:

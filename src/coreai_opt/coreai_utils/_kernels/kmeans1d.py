@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import _local1d as local
-from ._dp1d import DENSE_LIMIT, optimal_partition
+from ._dp1d import optimal_partition
 
 _MAX_ATOMS = 4096
 #: DP work allowed per value of a row, in units of one dense-table entry per layer (the dense DP
@@ -42,6 +42,8 @@ _LONG_ROW = 1 << 17
 _HUGE_ROW = 1 << 20
 _DIVIDE_AND_CONQUER_COST = 64
 _HISTOGRAM_BINS = 64
+#: Atom budgets up to this are priced as a dense O(k M^2) DP; only huge rows may exceed it.
+_SMALL_BUDGET = 256
 _SMALL_BATCH = 8
 
 
@@ -53,9 +55,9 @@ def dp_atom_budget(n_values: int, k: int) -> int:
     generous = n_values >= _LONG_ROW and k * (4 * k) ** 2 > _DP_WORK_PER_VALUE * n_values
     allowed = (_DP_WORK_PER_VALUE_LONG if generous else _DP_WORK_PER_VALUE) * n_values
     while size <= _MAX_ATOMS:
-        if size > DENSE_LIMIT and n_values < _HUGE_ROW:
+        if size > _SMALL_BUDGET and n_values < _HUGE_ROW:
             break
-        work = k * size * size if size <= DENSE_LIMIT else _DIVIDE_AND_CONQUER_COST * k * size * np.log2(size)
+        work = k * size * size if size <= _SMALL_BUDGET else _DIVIDE_AND_CONQUER_COST * k * size * np.log2(size)
         if work > allowed:
             break
         budget = size
@@ -67,6 +69,9 @@ def _sortable(values: np.ndarray) -> np.ndarray:
     return values if values.dtype == np.float64 else values.astype(np.float32)
 
 
+_BIN_TRIALS = 8
+
+
 def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int) -> np.ndarray:
     """Start of each atom (in distinct-value positions) when a row is cut into equal-width bins.
 
@@ -75,26 +80,29 @@ def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int) -> np.
     has ``budget`` bins, which always fit). Equal widths keep every atom's spread
     small in the bulk and give each outlier an atom of its own, which is what
     lets the DP over atoms land next to the true optimum. Padded with the size.
+
+    All trials come from one binning: halving the bin count drops the lowest bit of
+    the finest bin index, so neighbours share a coarser bin unless their finest
+    indices differ above the dropped bits.
     """
-    low, span = hist.low(rows)[:, None], (hist.high(rows) - hist.low(rows))[:, None]
-    span = np.maximum(span, np.finfo(np.float64).tiny)
-    values = np.minimum(hist.values[rows].astype(np.float64), hist.high(rows)[:, None])  # padding -> last bin
-    sizes = hist.sizes[rows]
-    real = np.arange(hist.width)[None, :] < sizes[:, None]
-    bounds = np.broadcast_to(sizes[:, None], (rows.size, budget + 1)).astype(np.int64).copy()
-    pending = np.arange(rows.size)
-    for trial in range(8):
-        bins = budget << (7 - trial)
-        index = np.minimum(((values[pending] - low[pending]) / span[pending] * bins).astype(np.int64), bins - 1)
-        new = real[pending].copy()
-        new[:, 1:] &= index[:, 1:] != index[:, :-1]
-        fits = new.sum(axis=1) <= budget
-        for position, row in zip(np.flatnonzero(fits), pending[fits]):
-            starts = np.flatnonzero(new[position])
-            bounds[row, : starts.size] = starts
-        pending = pending[~fits]
-        if pending.size == 0:
-            break
+    finest = budget << (_BIN_TRIALS - 1)
+    low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
+    span = np.maximum(high - low, np.finfo(np.float64).tiny)
+    values = np.minimum(hist.values[rows].astype(np.float64), high)  # padding joins the last bin
+    index = np.minimum(((values - low) / span * finest).astype(np.int64), finest - 1)
+    # Bits needed for the XOR of neighbouring indices: 0 when they share the finest bin.
+    differ = np.frexp((index[:, 1:] ^ index[:, :-1]).astype(np.float64))[1]
+    per_bits = np.bincount((np.arange(rows.size)[:, None] * 64 + differ).reshape(-1), minlength=rows.size * 64)
+    above = np.cumsum(per_bits.reshape(rows.size, 64)[:, ::-1], axis=1)[:, ::-1]  # above[:, b]: differ >= b
+    atoms = 1 + above[:, 1 : _BIN_TRIALS + 1]  # atoms when the lowest t bits are dropped, t = 0 .. trials - 1
+    dropped = np.argmax(atoms <= budget, axis=1)  # the finest trial that fits
+    new = np.ones(index.shape, dtype=bool)
+    new[:, 1:] = differ > dropped[:, None]
+    row_of, position = np.nonzero(new)
+    counts = new.sum(axis=1)
+    slot = np.arange(row_of.size) - (np.cumsum(counts) - counts)[row_of]
+    bounds = np.broadcast_to(hist.sizes[rows][:, None], (rows.size, budget + 1)).astype(np.int64).copy()
+    bounds[row_of, slot] = position
     return bounds
 
 
@@ -273,11 +281,17 @@ def _few_distinct(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray
 _CODE_SPACE = 1 << 16
 
 
+def _order_table() -> np.ndarray:
+    bits = np.arange(_CODE_SPACE, dtype=np.uint32)
+    return np.where(bits & 0x8000, ~bits & 0xFFFF, bits | 0x8000).astype(np.uint16)
+
+
+_ORDER = _order_table()
+
+
 def _ordered_codes(values16: np.ndarray) -> np.ndarray:
     """uint16 keys of float16/bfloat16 values that sort like the values (finite values only)."""
-    bits = values16.view(np.uint16)
-    negative = (bits & 0x8000) != 0
-    return np.where(negative, ~bits, bits | 0x8000).astype(np.uint16)
+    return _ORDER[values16.view(np.uint16)]
 
 
 def _code_values(dtype: np.dtype) -> np.ndarray:
@@ -287,15 +301,38 @@ def _code_values(dtype: np.dtype) -> np.ndarray:
     return bits.view(dtype)
 
 
-def _code_histogram(values16: np.ndarray) -> local.Histogram:
-    """The compressed ``Histogram`` of 16-bit float rows, counted by bit pattern (no sort)."""
-    rows = values16.shape[0]
-    codes = _ordered_codes(values16).astype(np.int64)
-    counts = np.bincount((np.arange(rows, dtype=np.int64)[:, None] * _CODE_SPACE + codes).reshape(-1),
-                         minlength=rows * _CODE_SPACE).reshape(rows, _CODE_SPACE)
-    table = _code_values(values16.dtype).astype(np.float32)
-    values = np.broadcast_to(np.where(np.isfinite(table), table, np.inf), counts.shape)
-    return local.from_entries(np.ascontiguousarray(values), counts)
+def _sorted_code_values(dtype: np.dtype) -> np.ndarray:
+    """float32 value of every ordered code, non-decreasing: NaN codes become -inf below and +inf above."""
+    values = _code_values(dtype).astype(np.float32)
+    nan = np.isnan(values)
+    values[nan & (np.arange(_CODE_SPACE) < _CODE_SPACE // 2)] = -np.inf
+    values[nan & (np.arange(_CODE_SPACE) >= _CODE_SPACE // 2)] = np.inf
+    return values
+
+
+_NEGATIVE_ZERO, _POSITIVE_ZERO = 0x7FFF, 0x8000
+
+
+def _code_histogram(codes: np.ndarray, dtype: np.dtype) -> local.Histogram:
+    """The compressed ``Histogram`` of rows of ordered 16-bit codes (finite values), counted, not sorted."""
+    rows = codes.shape[0]
+    keys = codes.astype(np.intp)  # bincount is several times faster on intp than on uint16 input
+    keys += (np.arange(rows, dtype=np.intp) * _CODE_SPACE)[:, None]
+    counts = np.bincount(keys.reshape(-1), minlength=rows * _CODE_SPACE).reshape(rows, _CODE_SPACE)
+    del keys
+    counts[:, _POSITIVE_ZERO] += counts[:, _NEGATIVE_ZERO]  # -0 and +0 are one value
+    counts[:, _NEGATIVE_ZERO] = 0
+    occupied = np.flatnonzero(counts.reshape(-1))
+    sizes = np.bincount(occupied >> 16, minlength=rows)
+    width = max(int(sizes.max()), 1)
+    row_of = occupied >> 16
+    slot = np.arange(occupied.size, dtype=np.int64) - (np.cumsum(sizes) - sizes)[row_of]
+    target = row_of * width + slot
+    values = np.full(rows * width, np.inf, dtype=np.float32)
+    values[target] = _sorted_code_values(dtype)[occupied & (_CODE_SPACE - 1)]
+    entry_counts = np.zeros(rows * width, dtype=np.int64)
+    entry_counts[target] = counts.reshape(-1)[occupied]
+    return local.from_packed(values.reshape(rows, width), entry_counts.reshape(rows, width), sizes)
 
 
 def _exact_histogram(values: np.ndarray) -> local.Histogram:
@@ -305,8 +342,8 @@ def _exact_histogram(values: np.ndarray) -> local.Histogram:
     barely do and keep one entry per value. The choice depends on the type and
     the row length only, so a row's result never depends on the rest of its batch.
     """
-    if values.dtype.itemsize == 2 and values.shape[1] >= _CODE_SPACE // 4:
-        return _code_histogram(values)
+    if _counted(values):
+        return _code_histogram(_ordered_codes(values), values.dtype)
     return local.histogram(np.sort(_sortable(values), axis=1), compress=values.dtype.itemsize <= 2)
 
 
@@ -316,13 +353,29 @@ def _rounded(hist: local.Histogram, decimals: int) -> local.Histogram:
     return local.from_entries(rounded, local.entry_counts(hist))
 
 
+def _counted(values: np.ndarray) -> bool:
+    """Whether rows are long 16-bit float rows, which are counted by bit pattern rather than sorted."""
+    return values.dtype.itemsize == 2 and values.shape[1] >= _CODE_SPACE // 4
+
+
 def _nearest_by_code(values16: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """``nearest_indices`` for 16-bit rows through a per-row table over all bit patterns."""
-    table_values = _code_values(values16.dtype).astype(np.float32)[None, :].repeat(lut.shape[0], axis=0)
-    finite = np.isfinite(table_values)
-    table = nearest_indices(np.where(finite, table_values, 0.0), lut)
-    codes = _ordered_codes(values16).astype(np.int64)
-    return table.reshape(-1)[(np.arange(values16.shape[0], dtype=np.int64)[:, None] * _CODE_SPACE + codes)]
+    """``nearest_indices`` for 16-bit rows: per row, a table of the index of every bit pattern.
+
+    Values above a midpoint (rounded down to the value type, as in ``nearest_indices``)
+    go to the upper entry, so each entry owns a contiguous range of ordered codes.
+    """
+    rows, k = lut.shape
+    mids = local.round_down((lut[:, 1:] + lut[:, :-1]) / 2.0, np.dtype(np.float32))
+    code_values = _sorted_code_values(values16.dtype)
+    firsts = np.searchsorted(code_values, mids.reshape(-1), side="right").reshape(rows, k - 1)
+    bounds = np.concatenate([np.zeros((rows, 1), np.int64), firsts, np.full((rows, 1), _CODE_SPACE)], axis=1)
+    tables = np.repeat(np.tile(np.arange(k, dtype=np.uint8), rows), np.diff(bounds, axis=1).reshape(-1))
+    tables = tables.reshape(rows, _CODE_SPACE)
+    codes = _ordered_codes(values16)
+    out = np.empty(values16.shape, dtype=np.uint8)
+    for row in range(rows):
+        np.take(tables[row], codes[row], out=out[row])
+    return out
 
 
 def palettize_rows(
@@ -356,6 +409,6 @@ def palettize_rows(
     if many.size:
         centroids[many] = _search(hist, keys, many, values.shape[1], k)
     lut = _fit_exact(hist, centroids, to_storage)
-    if values.dtype.itemsize == 2 and values.shape[1] >= _CODE_SPACE // 4:
+    if _counted(values):
         return lut, _nearest_by_code(values, lut)
     return lut, nearest_indices(values, lut)
