@@ -4,8 +4,8 @@ Synthetic normal weights (std 0.04, 1e-4 of the values 10x larger), one group pe
 weight: 30522x384, 24x 384x384, 6x 1536x384, 6x 384x1536 (22.7 M values).  Vectors
 are ``d`` consecutive output-channel values; groups of one shape go in one call.
 
-    PYTHONPATH=src /work/venv/bin/python bench/kernels_kmeans_vec.py            # d2-k16, d4-k16, d2-k256
-    PYTHONPATH=src /work/venv/bin/python bench/kernels_kmeans_vec.py --configs d2-k16 --repeat 3 --quality
+    python bench/kernels_kmeans_vec.py            # d2-k16, d4-k16, d2-k256
+    python bench/kernels_kmeans_vec.py --configs d2-k16 --repeat 3 --quality
 
 Times are wall and process CPU time with BLAS limited to one thread (``--threads``).
 ``calibration`` is a fixed float32 matmul workload: compare it between runs to see

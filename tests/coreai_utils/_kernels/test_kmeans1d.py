@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coreai_opt.coreai_utils._kernels._dp1d import optimal_partition
 from coreai_opt.coreai_utils._kernels.kmeans1d import dp_atom_budget, nearest_indices, palettize_rows
 
 
@@ -84,11 +85,13 @@ def test_fast_mode_on_float16_weights_above_6_55_stays_finite():
     _check_invariants(values.astype(np.float32), lut, indices, 16)
 
 
-def test_result_does_not_depend_on_how_rows_are_batched():
-    values = (np.random.default_rng(3).standard_normal((40, 500)) * 0.05).astype(np.float32)
+@pytest.mark.parametrize("rows,n,dtype", [(40, 500, np.float32), (3, 1 << 17, np.float32), (3, 1 << 17, np.float16)])
+def test_result_does_not_depend_on_how_rows_are_batched(rows, n, dtype):
+    values = (np.random.default_rng(3).standard_normal((rows, n)) * 0.05).astype(dtype)
     values[::7, 0] = 2.0  # some outliers
+    values[1, :10] = -3.0
     lut, indices = palettize_rows(values, 16, round_decimals=4)
-    for start, stop in [(0, 1), (3, 17), (17, 40)]:
+    for start, stop in [(0, 1), (1, 2), (3, 17), (17, 40)][: 4 if rows > 3 else 2]:
         part_lut, part_indices = palettize_rows(values[start:stop], 16, round_decimals=4)
         np.testing.assert_array_equal(part_lut, lut[start:stop])
         np.testing.assert_array_equal(part_indices, indices[start:stop])
@@ -126,6 +129,29 @@ def test_reconstruction_error_is_at_most_scikit_learn(name, k, granularity):
     for round_decimals in (None, 4):
         lut, indices = palettize_rows(rows, k, round_decimals=round_decimals)
         assert _sse(rows, lut, indices) <= _sklearn_sse(rows, k)
+
+
+def _true_optimum_sse(row, k):
+    """The least SSE of ``row`` in ``k`` clusters: the DP over every distinct value, no atoms."""
+    values, counts = np.unique(row.astype(np.float64), return_counts=True)
+    center, scale = (values[0] + values[-1]) / 2, (values[-1] - values[0]) / 2
+    normalised = (values - center) / scale
+    starts = optimal_partition(counts[None].astype(np.float64), (counts * normalised)[None],
+                               (counts * normalised**2)[None], k)[0]
+    ends = np.append(starts[1:], values.size)
+    return sum(float(np.sum(counts[a:b] * (values[a:b] - np.average(values[a:b], weights=counts[a:b])) ** 2))
+               for a, b in zip(starts, ends, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [4, 16])
+@pytest.mark.parametrize("name", ["encoder.layer.0.attention.self.query.weight", "encoder.layer.3.output.dense.weight"])
+def test_whole_tensors_land_next_to_the_true_optimum(name, k):
+    row = _minilm_weight(name).reshape(1, -1)
+    optimum = _true_optimum_sse(row[0], k)
+    for round_decimals in (None, 4):
+        lut, indices = palettize_rows(row, k, round_decimals=round_decimals)
+        assert _sse(row, lut, indices) <= optimum * (1 + 5e-4), (round_decimals, _sse(row, lut, indices) / optimum)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

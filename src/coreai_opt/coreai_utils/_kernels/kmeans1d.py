@@ -2,19 +2,23 @@
 
 Each row of ``values`` is one group with its own LUT of ``k`` entries.
 
-1. Sort each row (float32) and take prefix sums. In fast mode the values are
-   also rounded to ``round_decimals`` decimals (in float64, so nothing
-   overflows); rounding merges nearby values, so more rows fit the exact DP.
-2. A row whose distinct (rounded) values fit the DP budget is solved exactly by
-   the optimal DP (``_dp1d``). The budget depends only on the row length and
-   ``k``, which keeps the DP's cost proportional to the data and a row's result
-   independent of its batch.
-3. Other rows try several starts: the DP optimum over equal-width bins of the
-   row (outliers get bins of their own, so the DP lands next to the true
-   optimum) and centroids at the quantiles of the cube root of the row's
-   histogram (the asymptotically optimal density of levels); rows too short for
-   a worthwhile DP try those companded and evenly spaced centroids. Lloyd iterations and merge/split moves (``_local1d``) improve each
-   start, and the best result per row is kept.
+1. Sort (or, for long 16-bit rows, count) each row's values into a histogram
+   with prefix sums. In fast mode the values are also rounded to
+   ``round_decimals`` decimals (in float64, so nothing overflows); rounding
+   merges nearby values, so more rows fit the exact DP.
+2. A row whose distinct values fit the DP budget is solved exactly by the
+   optimal DP (``_dp1d``); in fast mode, a row whose rounded values fit starts
+   from the DP optimum of the rounded values. The budget depends only on the
+   row length and ``k``, which keeps the DP's cost proportional to the data and
+   a row's result independent of its batch.
+3. Other rows try several starts: the DP optimum over atoms of the exact
+   values (equal-width bins, so outliers get atoms of their own, merged with
+   equal-count bins, so the bulk gets narrow ones: the DP lands next to the
+   true optimum) and centroids at the quantiles of the cube root of the row's
+   histogram (the asymptotically optimal density of levels); rows too short
+   for a worthwhile DP try those companded and evenly spaced centroids. Lloyd
+   iterations and merge/split moves (``_local1d``) improve each start, and the
+   best result per row is kept.
 4. Fit to the exact values: store the centroids (``to_storage``), replace each
    entry by the stored value nearest the mean of the exact values it wins (this
    never increases the error), and assign every value to its nearest entry.
@@ -33,31 +37,32 @@ from ._dp1d import optimal_partition
 
 _MAX_ATOMS = 4096
 #: DP work allowed per value of a row, in units of one dense-table entry per layer (the dense DP
-#: costs k * M^2 units). Rows of at least ``_LONG_ROW`` values are few (whole tensors) and their
-#: local optima differ most, so they get more. The divide-and-conquer DP's bookkeeping costs far
-#: more per candidate than the dense table; it is only used for rows of ``_HUGE_ROW`` values.
+#: costs k * M^2 units). Rows of at least ``_LONG_ROW`` values are few (whole tensors); their
+#: local optima differ most and the DP's fixed cost is small next to their other work, so they
+#: get more, and only they may use the divide-and-conquer DP above ``_SMALL_BUDGET`` atoms
+#: (priced per layer and per candidate it examines).
 _DP_WORK_PER_VALUE = 8
 _DP_WORK_PER_VALUE_LONG = 32
 _LONG_ROW = 1 << 17
-_HUGE_ROW = 1 << 20
-_DIVIDE_AND_CONQUER_COST = 64
+_DIVIDE_AND_CONQUER_COST = 16
+_DIVIDE_AND_CONQUER_LAYER = 1 << 16  # the fixed cost of each of its k layers (its many small numpy calls)
 _HISTOGRAM_BINS = 64
-#: Atom budgets up to this are priced as a dense O(k M^2) DP; only huge rows may exceed it.
+#: Atom budgets up to this are priced as a dense O(k M^2) DP; only long rows may exceed it.
 _SMALL_BUDGET = 256
 _SMALL_BATCH = 8
 
 
 def dp_atom_budget(n_values: int, k: int) -> int:
     """How many atoms the DP may use for a row of ``n_values`` values (0: no DP)."""
+    long_row = n_values >= _LONG_ROW
+    allowed = (_DP_WORK_PER_VALUE_LONG if long_row else _DP_WORK_PER_VALUE) * n_values
     budget = 0
     size = 2 * k
-    # Long rows get more only where the usual budget would leave fewer than 4 atoms per cluster.
-    generous = n_values >= _LONG_ROW and k * (4 * k) ** 2 > _DP_WORK_PER_VALUE * n_values
-    allowed = (_DP_WORK_PER_VALUE_LONG if generous else _DP_WORK_PER_VALUE) * n_values
     while size <= _MAX_ATOMS:
-        if size > _SMALL_BUDGET and n_values < _HUGE_ROW:
+        if size > _SMALL_BUDGET and not long_row:
             break
-        work = k * size * size if size <= _SMALL_BUDGET else _DIVIDE_AND_CONQUER_COST * k * size * np.log2(size)
+        work = k * (size * size if size <= _SMALL_BUDGET
+                    else _DIVIDE_AND_CONQUER_LAYER + _DIVIDE_AND_CONQUER_COST * size * np.log2(size))
         if work > allowed:
             break
         budget = size
@@ -72,20 +77,51 @@ def _sortable(values: np.ndarray) -> np.ndarray:
 _BIN_TRIALS = 8
 
 
-def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int) -> np.ndarray:
+def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int, n_values: int) -> np.ndarray:
     """Start of each atom (in distinct-value positions) when a row is cut into equal-width bins.
 
     Empty bins are dropped and the finest width whose non-empty bins number at
-    most ``budget`` is used (eight trials, each halving the bin count; the last
-    has ``budget`` bins, which always fit). Equal widths keep every atom's spread
-    small in the bulk and give each outlier an atom of its own, which is what
-    lets the DP over atoms land next to the true optimum. Padded with the size.
+    most ``budget`` is used (``_BIN_TRIALS`` trials, each halving the bin count;
+    the last has ``budget`` bins, which always fit). A value on a bin edge
+    belongs to the upper bin. Padded with the row's size.
 
-    All trials come from one binning: halving the bin count drops the lowest bit of
-    the finest bin index, so neighbours share a coarser bin unless their finest
-    indices differ above the dropped bits.
+    Long rows (few, whole tensors) look their bin edges up in the sorted values;
+    batches of shorter rows bin every value once (``_binned_starts``). The choice
+    depends on the row length only, so a row's atoms never depend on its batch.
     """
     finest = budget << (_BIN_TRIALS - 1)
+    if n_values < _LONG_ROW:
+        return _binned_starts(hist, rows, budget, finest)
+    low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
+    sizes = hist.sizes[rows][:, None].astype(np.int64)
+    edges = low + (high - low) * (np.arange(1, finest) / finest)
+    below = local.search_sorted(hist.values, rows, np.nextafter(edges, -np.inf))  # values below each edge
+    bounds = np.broadcast_to(sizes, (rows.size, budget + 1)).copy()
+    bounds[:, 0] = 0
+    pending = np.ones(rows.size, bool)
+    for dropped in range(_BIN_TRIALS):
+        stride = 1 << dropped
+        starts = below[:, stride - 1 :: stride]  # the edges of this trial's bins
+        new = (starts > np.concatenate([np.zeros((rows.size, 1), np.int64), starts[:, :-1]], axis=1))
+        new &= starts < sizes
+        fits = pending & (new.sum(axis=1) < budget)
+        if fits.any():
+            chosen = np.flatnonzero(fits)
+            row_of, column = np.nonzero(new[chosen])
+            counts = new[chosen].sum(axis=1)
+            slot = 1 + np.arange(row_of.size) - (np.cumsum(counts) - counts)[row_of]
+            bounds[chosen[row_of], slot] = starts[chosen[row_of], column]
+            pending &= ~fits
+    return bounds
+
+
+def _binned_starts(hist: local.Histogram, rows: np.ndarray, budget: int, finest: int) -> np.ndarray:
+    """``_uniform_bounds`` by binning every value: all trials come from one binning.
+
+    Halving the bin count drops the lowest bit of the finest bin index, so
+    neighbours share a coarser bin unless their finest indices differ above the
+    dropped bits.
+    """
     low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
     span = np.maximum(high - low, np.finfo(np.float64).tiny)
     values = np.minimum(hist.values[rows].astype(np.float64), high)  # padding joins the last bin
@@ -106,15 +142,41 @@ def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int) -> np.
     return bounds
 
 
-def _atoms(hist: local.Histogram, rows: np.ndarray, budget: int):
+def _equal_count_bounds(hist: local.Histogram, rows: np.ndarray, atoms: int) -> np.ndarray:
+    """Start of each of ``atoms`` atoms (in distinct-value positions) holding about equal numbers of values."""
+    totals = hist.counts[rows, -1] if not hist.unit else hist.sizes[rows]
+    targets = (totals[:, None] * np.arange(atoms)) // atoms
+    if hist.unit:
+        return targets.astype(np.int64)
+    return local.search_sorted(hist.counts, rows, targets - 1)  # first position with that many values before it
+
+
+def _atom_bounds(hist: local.Histogram, rows: np.ndarray, budget: int, n_values: int) -> np.ndarray:
+    """Start of each atom (in distinct-value positions): equal-width bins and equal-count bins, merged.
+
+    Equal widths give each outlier an atom of its own; equal counts keep atoms
+    narrow in the bulk, where a heavy-tailed row's equal-width bins are few.
+    Together they let the DP over atoms land next to the true optimum. At most
+    ``budget`` atoms; padded with the row's size.
+    """
+    half = budget // 2
+    both = [_uniform_bounds(hist, rows, half, n_values), _equal_count_bounds(hist, rows, half)]
+    merged = np.sort(np.concatenate(both, axis=1), axis=1)
+    repeated = np.zeros(merged.shape, dtype=bool)
+    repeated[:, 1:] = merged[:, 1:] == merged[:, :-1]
+    merged[repeated] = np.broadcast_to(hist.sizes[rows][:, None], merged.shape)[repeated]
+    return np.sort(merged, axis=1)
+
+
+def _atoms(hist: local.Histogram, rows: np.ndarray, budget: int, n_values: int):
     """(counts, sums, squares, bounds) of at most ``budget`` atoms per row, normalised to about [-1, 1].
 
     A row with at most ``budget`` distinct values gets one atom per value, a
-    longer one equal-width bins (``_uniform_bounds``); empty atoms pad the end.
+    longer one equal-width and equal-count bins (``_atom_bounds``); empty atoms pad the end.
     An atom stands for its values as a point mass at their mean: its own spread is
     the same whatever the partition, so the optimal partition is too.
     """
-    bounds = _uniform_bounds(hist, rows, budget)
+    bounds = _atom_bounds(hist, rows, budget, n_values)
     exact = np.flatnonzero(hist.sizes[rows] <= budget)
     positions = np.arange(budget + 1)[None, :]
     bounds[exact] = np.minimum(positions, hist.sizes[rows[exact]][:, None])
@@ -134,9 +196,9 @@ def _monotone_fill(means: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.where(np.isinf(filled), first[:, None], filled)
 
 
-def _dp_starts(hist: local.Histogram, rows: np.ndarray, k: int, budget: int) -> np.ndarray:
+def _dp_starts(hist: local.Histogram, rows: np.ndarray, k: int, budget: int, n_values: int) -> np.ndarray:
     """Centroids of the optimal partition of each row's atoms."""
-    counts, sums, squares, atom_bounds = _atoms(hist, rows, budget)
+    counts, sums, squares, atom_bounds = _atoms(hist, rows, budget, n_values)
     starts = np.take_along_axis(atom_bounds, optimal_partition(counts, sums, squares, k), axis=1)
     bounds = np.concatenate([starts, hist.sizes[rows][:, None].astype(np.int64)], axis=1)
     _, means = local.run_stats(hist, rows, bounds, np.nan)
@@ -179,18 +241,31 @@ def _companded(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray:
     return _companded_points(hist, rows, (np.arange(k) + 0.5) / k)
 
 
+def _dp_starts_for(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: int, k: int, budget: int):
+    """DP starts: over the rounded values (``keys``) of rows that fit the budget only once rounded, else over
+    atoms of the exact values (rounding would only blur atoms the binning makes anyway)."""
+    on_keys = np.zeros(rows.size, bool)
+    if keys is not hist:
+        on_keys = (hist.sizes[rows] > budget) & (keys.sizes[rows] <= budget)
+    starts = np.empty((rows.size, k))
+    for histogram, chosen in ((keys, on_keys), (hist, ~on_keys)):
+        if chosen.any():
+            starts[chosen] = _dp_starts(histogram, rows[chosen], k, budget, n)
+    return starts
+
+
 def _starts(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: int, k: int):
     """Starting centroids to try, and which rows the first one already solves exactly.
 
-    ``keys`` is the histogram the DP works on: the rounded values in fast mode.
+    ``keys`` are the rounded values in fast mode (else ``hist``).
     """
     budget = dp_atom_budget(n, k)
     if budget:
-        solved = (hist.sizes[rows] <= budget) if keys is hist else np.zeros(rows.size, bool)
-        starts = [_dp_starts(keys, rows, k, budget), _companded(hist, rows, k)]
+        solved = hist.sizes[rows] <= budget
+        starts = [_dp_starts_for(hist, keys, rows, n, k, budget), _companded(hist, rows, k)]
         if k >= 32 and n >= _LONG_ROW and budget >= 4 * k:
             # With many clusters the optimum's neighbourhood depends on the atom grid: try a coarser one too.
-            starts.append(_dp_starts(keys, rows, k, budget // 2))
+            starts.append(_dp_starts_for(hist, keys, rows, n, k, budget // 2))
         return starts, solved
     # Lloyd's local optima differ a lot between starts on short rows; keep the better of two.
     starts = [_companded(hist, rows, k), _evenly_spaced(hist, rows, k)]
@@ -353,6 +428,14 @@ def _rounded(hist: local.Histogram, decimals: int) -> local.Histogram:
     return local.from_entries(rounded, local.entry_counts(hist))
 
 
+def _rounding_may_fit(hist: local.Histogram, decimals: int, budget: int) -> bool:
+    """Whether rounding could bring some row down to ``budget`` distinct values (the only use of rounded values)."""
+    if budget == 0:
+        return False
+    span = (hist.high(np.arange(hist.sizes.size)) - hist.low(np.arange(hist.sizes.size))) * 10.0**decimals
+    return bool(np.any((hist.sizes > budget) & (span + 2 <= budget)))
+
+
 def _counted(values: np.ndarray) -> bool:
     """Whether rows are long 16-bit float rows, which are counted by bit pattern rather than sorted."""
     return values.dtype.itemsize == 2 and values.shape[1] >= _CODE_SPACE // 4
@@ -399,7 +482,9 @@ def palettize_rows(
         raise ValueError(f"values must be 2-D and k in [2, 256]; got shape {values.shape}, k={k}")
     to_storage = to_storage or (lambda c: np.asarray(c, dtype=np.float64))
     hist = _exact_histogram(values)
-    keys = hist if round_decimals is None else _rounded(hist, round_decimals)
+    keys = hist
+    if round_decimals is not None and _rounding_may_fit(hist, round_decimals, dp_atom_budget(values.shape[1], k)):
+        keys = _rounded(hist, round_decimals)
     distinct = hist.sizes if not hist.unit else 1 + np.count_nonzero(hist.values[:, 1:] != hist.values[:, :-1], axis=1)
     centroids = np.empty((values.shape[0], k))
     few = distinct <= k  # every distinct value gets its own entry: no error at all
