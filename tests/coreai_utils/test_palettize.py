@@ -176,7 +176,10 @@ def test_in_place_modifies_and_returns_the_same_program(small_net_fp32):
     assert "coreai.lut_to_dense" in str(program)
 
 
-def test_output_is_identical_for_any_worker_count(small_net_fp32):
+def test_output_is_identical_for_any_worker_count(small_net_fp32, monkeypatch):
+    from coreai_opt.coreai_utils._passes import runner
+
+    monkeypatch.setattr(runner, "available_cpus", lambda: 64)  # really run 3 and 8 threads
     program, _, _ = small_net_fp32
     results = []
     for workers in (1, 2, 3, 8):
@@ -186,8 +189,28 @@ def test_output_is_identical_for_any_worker_count(small_net_fp32):
     assert all(r == results[0] for r in results[1:])
 
 
+def test_workers_are_capped_at_the_available_cpus(small_net_fp32, monkeypatch):
+    from coreai_opt.coreai_utils._passes import palettize as palettize_pass
+    from coreai_opt.coreai_utils._passes import runner
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("no thread pool on one CPU")
+
+    monkeypatch.setattr(runner, "available_cpus", lambda: 1)
+    monkeypatch.setattr(runner, "ThreadPoolExecutor", no_pool)
+    monkeypatch.setattr(palettize_pass, "ThreadPoolExecutor", no_pool)
+    compressed = palettize_weights(small_net_fp32[0], None, granularity=G.PER_CHANNEL, num_kmeans_workers=8)
+    assert "coreai.lut_to_dense" in str(compressed)
+    assert runner.usable_threads(8) == 1
+    monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+    assert [runner.usable_threads(n) for n in (1, 2, 3, 8)] == [1, 2, 2, 2]
+
+
 def test_workers_share_a_module_serialised_to_disk(small_net_fp32, monkeypatch):
     from coreai_opt.coreai_utils._ir import constants as ir_constants
+    from coreai_opt.coreai_utils._passes import runner
+
+    monkeypatch.setattr(runner, "available_cpus", lambda: 64)
 
     monkeypatch.setattr(ir_constants, "_IN_MEMORY_LIMIT", -1)  # every module goes through the temp file
     program, _, _ = small_net_fp32

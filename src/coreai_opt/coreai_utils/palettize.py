@@ -34,8 +34,8 @@ def palettize_weights(
     normalizes output channels first. Weights that cannot be palettized are left
     as they are, with a ``CompressionWarning`` naming them.
 
-    ``num_kmeans_workers`` threads work on different weights; the result is
-    bit-identical for any worker count. ``enable_fast_kmeans_mode`` clusters
+    ``num_kmeans_workers`` threads (at most one per available CPU) work on
+    different weights; the result is bit-identical for any worker count. ``enable_fast_kmeans_mode`` clusters
     weights rounded to ``rounding_precision`` decimals (in float64, so nothing
     overflows); indices and LUT entries are always fitted to the exact weights.
 

@@ -262,11 +262,7 @@ def _starts(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: i
     budget = dp_atom_budget(n, k)
     if budget:
         solved = hist.sizes[rows] <= budget
-        starts = [_dp_starts_for(hist, keys, rows, n, k, budget), _companded(hist, rows, k)]
-        if k >= 32 and n >= _LONG_ROW and budget >= 4 * k:
-            # With many clusters the optimum's neighbourhood depends on the atom grid: try a coarser one too.
-            starts.append(_dp_starts_for(hist, keys, rows, n, k, budget // 2))
-        return starts, solved
+        return [_dp_starts_for(hist, keys, rows, n, k, budget), _companded(hist, rows, k)], solved
     # Lloyd's local optima differ a lot between starts on short rows; keep the better of two.
     starts = [_companded(hist, rows, k), _evenly_spaced(hist, rows, k)]
     return starts, np.zeros(rows.size, bool)

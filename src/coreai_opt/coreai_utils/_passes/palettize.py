@@ -26,7 +26,7 @@ from .._kernels.quantize import FORMATS, dequantize, quantize_blocks
 from . import layout
 from .dequantize import dequantized
 from .options import PalettizeOptions
-from .runner import Encoded, Skipped
+from .runner import Encoded, Skipped, usable_threads
 
 
 #: Values per chunk of groups clustered together (bounds memory, lets threads share one weight).
@@ -89,9 +89,9 @@ class PalettizeEncoder:
         """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8).
 
         Groups are independent, so a weight with many of them is clustered in
-        fixed-size chunks of groups, on ``num_kmeans_workers`` threads; the chunk
-        boundaries depend on the shape only, so the result does not depend on the
-        number of workers.
+        fixed-size chunks of groups, on ``num_kmeans_workers`` threads (at most one
+        per CPU); the chunk boundaries depend on the shape only, so the result does
+        not depend on the number of workers.
         """
         opts = self.options
         k = 2**opts.n_bits
@@ -104,10 +104,11 @@ class PalettizeEncoder:
             cluster = partial(palettize_vectors, k=k, round_decimals=opts.round_decimals, to_storage=to_storage)
         per_chunk = max(1, _CHUNK_VALUES // (groups[0].size or 1))
         chunks = [groups[start : start + per_chunk] for start in range(0, n_groups, per_chunk)]
-        if len(chunks) == 1 or opts.num_kmeans_workers == 1:
+        threads = usable_threads(opts.num_kmeans_workers)
+        if len(chunks) == 1 or threads == 1:
             results = [cluster(chunk) for chunk in chunks]
             return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
-        with ThreadPoolExecutor(max_workers=opts.num_kmeans_workers, thread_name_prefix="coreai_opt_groups") as pool:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coreai_opt_groups") as pool:
             results = list(pool.map(cluster, chunks))
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 

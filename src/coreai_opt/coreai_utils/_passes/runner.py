@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -127,11 +128,26 @@ def _encode_one(load: Callable[[], np.ndarray], role, element_type: str, encoder
     return outcome, snr
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def usable_threads(requested: int) -> int:
+    """``requested`` worker threads, but at most one per available CPU: more only contend for
+    the cores and hold more weights in memory at once. The output never depends on it."""
+    return max(1, min(requested, available_cpus()))
+
+
 def _outcomes(jobs: list, encoder: Encoder, workers: int, want_snr: bool) -> Iterator:
     """Encode each job, in order; on ``workers`` threads when there is more than one."""
     def run(job):
         return _encode_one(*job, encoder, want_snr)
 
+    workers = usable_threads(workers)
     if workers <= 1 or len(jobs) <= 1:
         yield from map(run, jobs)
         return
