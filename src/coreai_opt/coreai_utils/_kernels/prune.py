@@ -23,24 +23,25 @@ def prune_count(size: int, sparsity: float) -> int:
 
 def lowest_k_mask(scores: np.ndarray, count: int) -> np.ndarray:
     """True for the ``count`` smallest scores (ties: lower flat index first), as a flat bool array."""
-    flat = np.asarray(scores, dtype=np.float64).reshape(-1)
-    chosen = np.zeros(flat.size, dtype=bool)
+    flat = np.asarray(scores).reshape(-1)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float32)  # exact for float16 / bfloat16
     if count <= 0:
-        return chosen
+        return np.zeros(flat.size, dtype=bool)
     if count >= flat.size:
-        chosen[:] = True
-        return chosen
+        return np.ones(flat.size, dtype=bool)
     threshold = np.partition(flat, count - 1)[count - 1]
-    below = flat < threshold
-    chosen[below] = True
-    ties = np.flatnonzero(flat == threshold)[: count - int(below.sum())]
-    chosen[ties] = True
+    chosen = flat < threshold
+    missing = count - int(np.count_nonzero(chosen))
+    if missing:
+        chosen[np.flatnonzero(flat == threshold)[:missing]] = True
     return chosen
 
 
 def magnitude_mask(weight: np.ndarray, sparsity: float) -> np.ndarray:
     """Keep mask pruning exactly ``floor(size * sparsity)`` lowest-magnitude elements."""
-    pruned = lowest_k_mask(np.abs(weight.astype(np.float64)), prune_count(weight.size, sparsity))
+    magnitude = np.abs(weight if weight.dtype in (np.float32, np.float64) else weight.astype(np.float32))  # exact
+    pruned = lowest_k_mask(magnitude, prune_count(weight.size, sparsity))
     return ~pruned.reshape(weight.shape)
 
 

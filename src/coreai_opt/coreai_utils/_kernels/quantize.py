@@ -44,7 +44,8 @@ def block_scales(x: np.ndarray, fmt: QuantFormat, reduce_axes: tuple[int, ...], 
     kept = [1 if axis in reduce_axes else size for axis, size in enumerate(x.shape)]
     if x.size == 0:
         return np.ones(kept, scale_dtype)
-    amax = np.max(np.abs(x.astype(np.float64)), axis=reduce_axes, keepdims=True)
+    native = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)  # |x| and max are exact in it
+    amax = np.max(np.abs(native), axis=reduce_axes, keepdims=True).astype(np.float64)
     scale = round_down_positive(amax / fmt.qmax, scale_dtype)
     smallest = np.asarray(ml_dtypes.finfo(scale_dtype).smallest_subnormal, scale_dtype)
     scale = np.where(amax == 0, np.ones((), scale_dtype), scale)  # all-zero block: any scale works
@@ -63,10 +64,15 @@ def round_down_positive(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def quantize(x: np.ndarray, scale: np.ndarray, fmt: QuantFormat) -> np.ndarray:
     """Codes of ``x`` for broadcastable ``scale`` (round to nearest, clipped to the format)."""
-    ratio = np.clip(x.astype(np.float64) / scale.astype(np.float64), -fmt.qmax, fmt.qmax)
+    ratio = x.astype(np.float64)
+    ratio /= scale.astype(np.float64)
+    np.clip(ratio, -fmt.qmax, fmt.qmax, out=ratio)
     if fmt.is_float:
         return ratio.astype(fmt.dtype)
-    return (np.rint(ratio) + fmt.zero_point).astype(fmt.dtype)
+    np.rint(ratio, out=ratio)
+    if fmt.zero_point:
+        ratio += fmt.zero_point
+    return ratio.astype(fmt.dtype)
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray, fmt: QuantFormat) -> np.ndarray:

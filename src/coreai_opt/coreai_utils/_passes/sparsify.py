@@ -98,9 +98,8 @@ class SparsifyEncoder:
             return self._offset_codes(values, fmt, mask, element_type), f"{fmt.name} (one scale)"
         shape = layout.channel_param_shape(weight.ndim, role.out_axis, weight.shape[role.out_axis])
         reduce_axes = tuple(a for a in range(weight.ndim) if a != role.out_axis)
-        kept = np.where(keep, weight, np.zeros((), weight.dtype))
-        scale = block_scales(kept, fmt, reduce_axes, dtype)
-        codes = quantize(kept, scale, fmt)[keep]
+        scale = block_scales(np.where(keep, weight, np.zeros((), weight.dtype)), fmt, reduce_axes, dtype)
+        codes = quantize(weight, scale, fmt)[keep]  # pruned positions' codes are dropped
         node = ShiftScale(
             SparseToDense(Const(codes, fmt.element_type), mask),
             Const(scale.reshape(shape), element_type),
