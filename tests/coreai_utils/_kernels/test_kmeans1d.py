@@ -131,6 +131,21 @@ def test_reconstruction_error_is_at_most_scikit_learn(name, k, granularity):
         assert _sse(rows, lut, indices) <= _sklearn_sse(rows, k)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_long_and_short_rows_cut_equal_width_atoms_alike(dtype):
+    from coreai_opt.coreai_utils._kernels import kmeans1d
+
+    rng = np.random.default_rng(5)
+    for tail in (2, 4, 8):
+        values = (rng.standard_t(tail, size=(3, 4000)) * 0.05).astype(dtype)
+        values[0, :3] = [5, -7, 3]
+        hist, rows = kmeans1d._exact_histogram(values), np.arange(3)
+        for budget in (16, 64, 256):
+            looked_up = kmeans1d._uniform_bounds(hist, rows, budget, kmeans1d._LONG_ROW)
+            binned = kmeans1d._uniform_bounds(hist, rows, budget, 100)
+            np.testing.assert_array_equal(looked_up, binned)
+
+
 def _true_optimum_sse(row, k):
     """The least SSE of ``row`` in ``k`` clusters: the DP over every distinct value, no atoms."""
     values, counts = np.unique(row.astype(np.float64), return_counts=True)
