@@ -22,6 +22,13 @@ import numpy as np
 from ._dtypes import numpy_dtype, storage_bytes as _dense_bytes, sub_byte_bits
 from ._kernels.pack import pack_bits, unpack_bits
 
+def all_equal_bits(flat: np.ndarray) -> bool:
+    """Whether every element of a non-empty 1-D array has the same bit pattern (what makes a splat)."""
+    raw = np.ascontiguousarray(flat).view(np.uint8).reshape(flat.size, -1)
+    sample = raw[:: max(1, flat.size // 1024)]  # real weights differ at once: skip the full scan
+    return bool((sample == raw[:1]).all() and (raw == raw[:1]).all())
+
+
 @dataclass(frozen=True, eq=False)
 class Const:
     """A constant tensor of ``element_type``.
@@ -60,7 +67,7 @@ class Const:
         if self.packed_shape is not None:
             return False
         flat = self.data.reshape(-1)
-        return flat.size <= 1 or bool((flat == flat[0]).all())
+        return flat.size <= 1 or all_equal_bits(flat)
 
     @property
     def storage_bytes(self) -> int:

@@ -35,9 +35,11 @@ def palettize_weights(
     as they are, with a ``CompressionWarning`` naming them.
 
     ``num_kmeans_workers`` threads (at most one per available CPU) work on
-    different weights; the result is bit-identical for any worker count. ``enable_fast_kmeans_mode`` clusters
-    weights rounded to ``rounding_precision`` decimals (in float64, so nothing
-    overflows); indices and LUT entries are always fitted to the exact weights.
+    different weights; the result is bit-identical for any worker count.
+    ``enable_fast_kmeans_mode`` rounds weights to ``rounding_precision`` decimals
+    (in float64, so nothing overflows) where that lets the clustering start from
+    an exact optimum of the rounded values; indices and LUT entries are always
+    fitted to the exact weights.
 
     Returns the palettized program: ``coreai_program`` itself when ``in_place``,
     otherwise a copy (the input is never modified). Raises ``ValueError`` for

@@ -57,6 +57,22 @@ def test_equal_elements_become_a_splat():
     assert ir.DenseElementsAttr.isinstance(attr) and ir.DenseElementsAttr(attr).is_splat
 
 
+@pytest.mark.parametrize("values,splat", [
+    (np.zeros(2000, np.float32), True),
+    (np.full(2000, np.nan, np.float32), True),
+    (np.array([0.0] * 1999 + [-0.0], np.float32), False),  # equal values, different bits: stored dense
+    (np.array([1.0] * 1999 + [2.0], np.float32), False),
+])
+def test_a_constant_is_reported_as_a_splat_exactly_when_it_is_written_as_one(values, splat):
+    from coreai_opt.coreai_utils._encoding import Const
+
+    module = Module.create()._mlir_module
+    with module.context, ir.Location.unknown(), ir.InsertionPoint(module.body):
+        attr = constant_attr(values, "f32")
+    written = ir.DenseElementsAttr.isinstance(attr) and ir.DenseElementsAttr(attr).is_splat
+    assert written == splat == Const(values, "f32").is_splat
+
+
 def test_inline_dense_constants_are_read(small_net_fp32):
     from coreai_opt.coreai_utils._ir import iter_constants, mlir_module
 

@@ -21,6 +21,7 @@ import numpy as np
 from coreai._compiler import ir
 
 from .._dtypes import numpy_dtype, sub_byte_bits
+from .._encoding import all_equal_bits
 from .._kernels.pack import pack_bits, unpack_bits
 from .bytecode import FileView, blob_spans
 
@@ -184,7 +185,7 @@ def constant_attr(array: np.ndarray, element_type: str) -> ir.Attribute:
     shape = tuple(array.shape)
     ttype = tensor_type(shape, element_type)
     flat = array.reshape(-1)
-    if flat.size and (flat.size == 1 or _all_equal(flat)):
+    if flat.size and (flat.size == 1 or all_equal_bits(flat)):
         return ir.DenseElementsAttr.get_splat(ttype, _element_attr(flat[0], element_type))
     bits = sub_byte_bits(element_type)
     if bits:
@@ -199,13 +200,6 @@ def packed_constant_attr(data: np.ndarray, shape: tuple[int, ...], element_type:
     """A ``dense_resource`` attribute for a sub-byte tensor whose bit stream ``data`` is already packed."""
     return ir.DenseResourceElementsAttr.get_from_buffer(
         np.ascontiguousarray(data, dtype=np.uint8), f"coreai_opt_{next(_names)}", tensor_type(shape, element_type))
-
-
-def _all_equal(flat: np.ndarray) -> bool:
-    """Whether every element has the same bit pattern."""
-    raw = np.ascontiguousarray(flat).view(np.uint8).reshape(flat.size, -1)
-    sample = raw[:: max(1, flat.size // 1024)]  # real weights differ at once: skip the full scan
-    return bool((sample == raw[:1]).all() and (raw[-1] == raw[0]).all() and (raw == raw[:1]).all())
 
 
 def _element_attr(value: Any, element_type: str) -> ir.Attribute:

@@ -97,12 +97,7 @@ def histogram(sorted_rows: np.ndarray, compress: bool = True) -> Histogram:
     values[slot] = sorted_rows.reshape(-1)[starts]
     counts = np.zeros(rows * width, dtype=np.int64)
     counts[slot] = ends - starts
-    running = np.zeros((rows, width + 1), dtype=np.int64)
-    np.cumsum(counts.reshape(rows, width), axis=1, out=running[:, 1:])
-    sums = np.zeros((rows, width + 1))
-    weighted = counts * np.where(counts > 0, values.astype(np.float64), 0.0)  # equal values: exact sums
-    np.cumsum(weighted.reshape(rows, width), axis=1, out=sums[:, 1:])
-    return Histogram(values.reshape(rows, width), running, sums, sizes)
+    return from_packed(values.reshape(rows, width), counts.reshape(rows, width), sizes)
 
 
 def from_entries(values: np.ndarray, counts: np.ndarray) -> Histogram:
@@ -134,7 +129,7 @@ def from_packed(values: np.ndarray, counts: np.ndarray, sizes: np.ndarray) -> Hi
     running = np.zeros((rows, width + 1), dtype=np.int64)
     np.cumsum(counts, axis=1, out=running[:, 1:])
     sums = np.zeros((rows, width + 1))
-    weighted = counts * np.where(counts > 0, values.astype(np.float64), 0.0)
+    weighted = counts * np.where(counts > 0, values.astype(np.float64), 0.0)  # equal values: exact sums
     np.cumsum(weighted, axis=1, out=sums[:, 1:])
     return Histogram(values, running, sums, sizes)
 

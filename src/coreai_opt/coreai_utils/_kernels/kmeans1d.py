@@ -104,11 +104,12 @@ def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int, n_valu
         starts = below[:, stride - 1 :: stride]  # the edges of this trial's bins
         new = (starts > np.concatenate([np.zeros((rows.size, 1), np.int64), starts[:, :-1]], axis=1))
         new &= starts < sizes
-        fits = pending & (new.sum(axis=1) < budget)
+        found = new.sum(axis=1)  # atoms besides the first
+        fits = pending & (found < budget)
         if fits.any():
             chosen = np.flatnonzero(fits)
             row_of, column = np.nonzero(new[chosen])
-            counts = new[chosen].sum(axis=1)
+            counts = found[chosen]
             slot = 1 + np.arange(row_of.size) - (np.cumsum(counts) - counts)[row_of]
             bounds[chosen[row_of], slot] = starts[chosen[row_of], column]
             pending &= ~fits
@@ -428,7 +429,8 @@ def _rounding_may_fit(hist: local.Histogram, decimals: int, budget: int) -> bool
     """Whether rounding could bring some row down to ``budget`` distinct values (the only use of rounded values)."""
     if budget == 0:
         return False
-    span = (hist.high(np.arange(hist.sizes.size)) - hist.low(np.arange(hist.sizes.size))) * 10.0**decimals
+    rows = np.arange(hist.sizes.size)
+    span = (hist.high(rows) - hist.low(rows)) * 10.0**decimals
     return bool(np.any((hist.sizes > budget) & (span + 2 <= budget)))
 
 

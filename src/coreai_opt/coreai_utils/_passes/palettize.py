@@ -107,9 +107,9 @@ class PalettizeEncoder:
         threads = usable_threads(opts.num_kmeans_workers)
         if len(chunks) == 1 or threads == 1:
             results = [cluster(chunk) for chunk in chunks]
-            return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coreai_opt_groups") as pool:
-            results = list(pool.map(cluster, chunks))
+        else:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coreai_opt_groups") as pool:
+                results = list(pool.map(cluster, chunks))
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
     def _quantized_lut(self, weight2d, lut, n_groups, element_type, rank, out_axis) -> tuple[Node, np.ndarray]:
