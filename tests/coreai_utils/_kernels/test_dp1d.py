@@ -13,11 +13,11 @@ from coreai_opt.coreai_utils._kernels import _dp1d
 from coreai_opt.coreai_utils._kernels._dp1d import optimal_partition
 
 
-def _sse(x, w, starts):
+def _sse(x, w, starts, skip_empty=False):
     bounds = list(starts) + [len(x)]
     total = 0.0
     for a, b in zip(bounds[:-1], bounds[1:]):
-        if b > a:
+        if b > a and not (skip_empty and w[a:b].sum() == 0):
             mean = (w[a:b] * x[a:b]).sum() / w[a:b].sum()
             total += (w[a:b] * (x[a:b] - mean) ** 2).sum()
     return total
@@ -59,3 +59,23 @@ def test_rows_are_solved_independently():
     for r in range(6):
         np.testing.assert_array_equal(optimal_partition(w[r : r + 1], x[r : r + 1], x[r : r + 1] ** 2, 8)[0],
                                       together[r])
+
+
+@pytest.mark.parametrize("size,k", [(16, 2), (16, 8), (40, 16), (64, 16), (64, 32), (64, 63)])
+def test_dense_and_divide_and_conquer_agree_on_padded_rows(size, k):
+    """Both layers give partitions of equal error, also with empty atoms padding the end of a row."""
+    rng = np.random.default_rng(size * 100 + k)
+    x = np.sort(rng.standard_t(3, (12, size)), axis=1)
+    w = rng.integers(1, 5, (12, size)).astype(np.float64)
+    w[::3, size // 2 :] = 0.0  # rows padded with empty atoms
+    results = []
+    original = _dp1d.DENSE_LIMIT
+    for limit in (10**6, 0):
+        _dp1d.DENSE_LIMIT = limit
+        try:
+            results.append(optimal_partition(w, w * x, w * x * x, k))
+        finally:
+            _dp1d.DENSE_LIMIT = original
+    for row in range(12):
+        dense, divided = (_sse(x[row], w[row], starts[row], skip_empty=True) for starts in results)
+        assert dense == pytest.approx(divided, rel=1e-9, abs=1e-12)

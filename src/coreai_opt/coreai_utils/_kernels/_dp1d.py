@@ -104,26 +104,40 @@ def _layer(previous: np.ndarray, pc: np.ndarray, p1: np.ndarray, p2: np.ndarray,
 def _dense_starts(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int) -> list[np.ndarray]:
     """Best start of the last cluster for every layer and end position, from the full cost matrix.
 
-    For a few hundred atoms the O(M^2) table costs less than the recursion's
-    bookkeeping: cost[r, l, i] is the SSE of atoms l..i, and each layer is one
+    For a few dozen atoms the O(M^2) table costs less than the recursion's
+    bookkeeping: cost[r, i, l] is the SSE of atoms l..i (start last, so each
+    layer's argmin runs over contiguous memory), and each layer is one
     broadcast add and one argmin over l.
     """
     rows, width = pc.shape
     size = width - 1
-    count = pc[:, None, 1:] - pc[:, :-1, None]
-    total = p1[:, None, 1:] - p1[:, :-1, None]
+    count = pc[:, 1:, None] - pc[:, None, :-1]
+    spread = p1[:, 1:, None] - p1[:, None, :-1]
+    cost = p2[:, 1:, None] - p2[:, None, :-1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        cost = np.where(count > 0, (p2[:, None, 1:] - p2[:, :-1, None]) - total * total / count, 0.0)
-    first, last = np.arange(size)[:, None], np.arange(size)[None, :]
-    cost = np.where(first <= last, cost, np.inf)  # cost[r, l, i]: the last cluster is atoms l..i
-    best = cost[:, 0, :]
+        np.multiply(spread, spread, out=spread)
+        np.divide(spread, count, out=spread)
+    cost -= spread
+    np.copyto(cost, 0.0, where=count <= 0)  # empty runs
+    after_end = np.arange(size)[None, :] > np.arange(size)[:, None]
+    np.copyto(cost, np.inf, where=after_end[None])  # cost[r, i, l]: the last cluster is atoms l..i
+    best = cost[:, :, 0]
     starts = [np.zeros((rows, size), dtype=np.int32)]
     for clusters in range(2, k + 1):
-        previous = np.full((rows, size, 1), np.inf)
-        previous[:, clusters - 1 :, 0] = best[:, clusters - 2 : size - 1]  # D[l - 1] for l >= clusters - 1
-        total_cost = previous + cost
-        start = np.argmin(total_cost, axis=1).astype(np.int32)
-        best = np.take_along_axis(total_cost, start[:, None, :].astype(np.int64), axis=1)[:, 0, :]
+        # Backtracking only visits ends that leave one atom for each later cluster, and
+        # starts after one atom for each earlier one: the rest of the table is never read.
+        low, high = clusters - 1, size - (k - clusters)
+        if high <= low:
+            low, high = 0, size
+        previous = np.full((rows, 1, high - low), np.inf)
+        first = max(low, clusters - 1)  # D[l - 1] for l >= clusters - 1
+        previous[:, 0, first - low :] = best[:, first - 1 : high - 1]
+        total_cost = cost[:, low:high, low:high] + previous
+        block_start = np.argmin(total_cost, axis=2)
+        best = np.full((rows, size), np.inf)
+        best[:, low:high] = np.take_along_axis(total_cost, block_start[:, :, None], axis=2)[:, :, 0]
+        start = np.zeros((rows, size), dtype=np.int32)
+        start[:, low:high] = block_start + low
         starts.append(start)
     return starts
 

@@ -60,8 +60,8 @@ class Histogram:
     def squares(self, rows: np.ndarray) -> np.ndarray:
         """Sum of squared values of each listed row."""
         if self.unit:
-            values = self.values[rows].astype(np.float64)
-            return np.einsum("ij,ij->i", values, values)
+            values = self.values[rows]
+            return np.einsum("ij,ij->i", values, values, dtype=np.float64)
         counts = np.diff(self.counts[rows], axis=1)
         values = np.where(counts > 0, self.values[rows].astype(np.float64), 0.0)
         return np.einsum("ij,ij,ij->i", counts.astype(np.float64), values, values)

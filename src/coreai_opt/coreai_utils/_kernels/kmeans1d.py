@@ -15,8 +15,11 @@ Each row of ``values`` is one group with its own LUT of ``k`` entries.
    values (equal-width bins, so outliers get atoms of their own, merged with
    equal-count bins, so the bulk gets narrow ones: the DP lands next to the
    true optimum) and centroids at the quantiles of the cube root of the row's
-   histogram (the asymptotically optimal density of levels); rows too short
-   for a worthwhile DP try those companded and evenly spaced centroids. Lloyd
+   histogram (the asymptotically optimal density of levels). Every row gets at
+   least ``4 k`` atoms while that fits the small dense DP (k <= 16): on short
+   rows Lloyd iterations cost more than the DP and stop farther from the
+   optimum, and a DP over atoms this fine is the only start. Rows with no DP
+   (short rows, k >= 32) try companded and evenly spaced centroids. Lloyd
    iterations and merge/split moves (``_local1d``) improve each start, and the
    best result per row is kept.
 4. Fit to the exact values: store the centroids (``to_storage``), replace each
@@ -33,7 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import _local1d as local
-from ._dp1d import optimal_partition
+from ._dp1d import DENSE_LIMIT, optimal_partition
 
 _MAX_ATOMS = 4096
 #: DP work allowed per value of a row, in units of one dense-table entry per layer (the dense DP
@@ -50,10 +53,20 @@ _HISTOGRAM_BINS = 64
 #: Atom budgets up to this are priced as a dense O(k M^2) DP; only long rows may exceed it.
 _SMALL_BUDGET = 256
 _SMALL_BATCH = 8
+#: Every row gets at least this many atoms per cluster where that fits the dense DP: on short rows
+#: Lloyd iterations cost more per value than a small dense DP, and start farther from the optimum.
+_MIN_ATOMS_PER_CLUSTER = 4
+#: A DP over at least ``DENSE_LIMIT`` and ``_MIN_ATOMS_PER_CLUSTER * k`` atoms, with one atom per at
+#: most this many values, is the only start (a second one won too rarely to pay for its Lloyd iterations).
+_VALUES_PER_ATOM_ALONE = 32
 
 
 def dp_atom_budget(n_values: int, k: int) -> int:
-    """How many atoms the DP may use for a row of ``n_values`` values (0: no DP)."""
+    """How many atoms the DP may use for a row of ``n_values`` values (0: no DP).
+
+    The DP's work is priced per value of the row, and every row gets at least
+    ``_MIN_ATOMS_PER_CLUSTER * k`` atoms where the dense DP handles that many.
+    """
     long_row = n_values >= _LONG_ROW
     allowed = (_DP_WORK_PER_VALUE_LONG if long_row else _DP_WORK_PER_VALUE) * n_values
     budget = 0
@@ -67,7 +80,8 @@ def dp_atom_budget(n_values: int, k: int) -> int:
             break
         budget = size
         size *= 2
-    return budget
+    floor = _MIN_ATOMS_PER_CLUSTER * k
+    return max(budget, floor) if floor <= DENSE_LIMIT else budget
 
 
 def _sortable(values: np.ndarray) -> np.ndarray:
@@ -92,27 +106,29 @@ def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int, n_valu
     finest = budget << (_BIN_TRIALS - 1)
     if n_values < _LONG_ROW:
         return _binned_starts(hist, rows, budget, finest)
-    low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
-    sizes = hist.sizes[rows][:, None].astype(np.int64)
-    edges = low + (high - low) * (np.arange(1, finest) / finest)
-    below = local.search_sorted(hist.values, rows, np.nextafter(edges, -np.inf))  # values below each edge
-    bounds = np.broadcast_to(sizes, (rows.size, budget + 1)).copy()
+    sizes = hist.sizes[rows].astype(np.int64)
+    bounds = np.broadcast_to(sizes[:, None], (rows.size, budget + 1)).copy()
     bounds[:, 0] = 0
-    pending = np.ones(rows.size, bool)
-    for dropped in range(_BIN_TRIALS):
+    # Finer trials never have fewer non-empty bins, so go coarse to fine and stop each row at the
+    # first trial that no longer fits: only the edges of the trials tried are looked up.
+    trying = np.arange(rows.size)
+    for dropped in range(_BIN_TRIALS - 1, -1, -1):
         stride = 1 << dropped
-        starts = below[:, stride - 1 :: stride]  # the edges of this trial's bins
-        new = (starts > np.concatenate([np.zeros((rows.size, 1), np.int64), starts[:, :-1]], axis=1))
-        new &= starts < sizes
-        found = new.sum(axis=1)  # atoms besides the first
-        fits = pending & (found < budget)
-        if fits.any():
-            chosen = np.flatnonzero(fits)
-            row_of, column = np.nonzero(new[chosen])
-            counts = found[chosen]
-            slot = 1 + np.arange(row_of.size) - (np.cumsum(counts) - counts)[row_of]
-            bounds[chosen[row_of], slot] = starts[chosen[row_of], column]
-            pending &= ~fits
+        low, high = hist.low(rows[trying])[:, None], hist.high(rows[trying])[:, None]
+        edges = low + (high - low) * (np.arange(1, finest)[stride - 1 :: stride] / finest)
+        starts = local.search_sorted(hist.values, rows[trying], np.nextafter(edges, -np.inf))  # values below
+        new = starts > np.concatenate([np.zeros((trying.size, 1), np.int64), starts[:, :-1]], axis=1)
+        new &= starts < sizes[trying, None]
+        fits = new.sum(axis=1) < budget  # atoms besides the first
+        trying, starts, new = trying[fits], starts[fits], new[fits]
+        if trying.size == 0:
+            break
+        row_of, column = np.nonzero(new)
+        counts = new.sum(axis=1)
+        slot = 1 + np.arange(row_of.size) - (np.cumsum(counts) - counts)[row_of]
+        bounds[trying] = sizes[trying, None]
+        bounds[trying, 0] = 0
+        bounds[trying[row_of], slot] = starts[row_of, column]
     return bounds
 
 
@@ -263,7 +279,10 @@ def _starts(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: i
     budget = dp_atom_budget(n, k)
     if budget:
         solved = hist.sizes[rows] <= budget
-        return [_dp_starts_for(hist, keys, rows, n, k, budget), _companded(hist, rows, k)], solved
+        starts = [_dp_starts_for(hist, keys, rows, n, k, budget)]
+        if budget < max(_MIN_ATOMS_PER_CLUSTER * k, DENSE_LIMIT) or budget * _VALUES_PER_ATOM_ALONE < n:
+            starts.append(_companded(hist, rows, k))
+        return starts, solved
     # Lloyd's local optima differ a lot between starts on short rows; keep the better of two.
     starts = [_companded(hist, rows, k), _evenly_spaced(hist, rows, k)]
     return starts, np.zeros(rows.size, bool)
@@ -315,9 +334,13 @@ def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
 def _exact_means(hist: local.Histogram, edges: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Mean of each run [edges[:, j], edges[:, j+1]) of entries, summed directly (no prefix-sum cancellation)."""
     rows, width = hist.values.shape
-    weighted = local.entry_counts(hist) * np.where(np.isfinite(hist.values), hist.values.astype(np.float64), 0.0)
+    if hist.unit:  # one finite entry per value: sum the values themselves, in float64
+        weighted = hist.values
+    else:
+        weighted = local.entry_counts(hist) * np.where(np.isfinite(hist.values), hist.values.astype(np.float64), 0.0)
     starts = (np.arange(rows, dtype=np.int64)[:, None] * width + edges[:, :-1]).reshape(-1)
-    sums = np.add.reduceat(weighted.reshape(-1), np.minimum(starts, rows * width - 1)).reshape(rows, -1)
+    sums = np.add.reduceat(weighted.reshape(-1), np.minimum(starts, rows * width - 1), dtype=np.float64)
+    sums = sums.reshape(rows, -1)
     counts, _ = local.run_stats(hist, np.arange(rows), edges, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(counts > 0, sums / counts, fallback)
@@ -386,22 +409,28 @@ _NEGATIVE_ZERO, _POSITIVE_ZERO = 0x7FFF, 0x8000
 
 
 def _code_histogram(codes: np.ndarray, dtype: np.dtype) -> local.Histogram:
-    """The compressed ``Histogram`` of rows of ordered 16-bit codes (finite values), counted, not sorted."""
+    """The compressed ``Histogram`` of rows of ordered 16-bit codes (finite values), counted, not sorted.
+
+    Only the codes between the batch's extremes are counted (weights rarely span
+    half the code space), which keeps the count table and its scan small.
+    """
     rows = codes.shape[0]
+    low = min(int(codes.min()), _NEGATIVE_ZERO)  # both zeros inside, so they can merge
+    span = max(int(codes.max()), _POSITIVE_ZERO) - low + 1
     keys = codes.astype(np.intp)  # bincount is several times faster on intp than on uint16 input
-    keys += (np.arange(rows, dtype=np.intp) * _CODE_SPACE)[:, None]
-    counts = np.bincount(keys.reshape(-1), minlength=rows * _CODE_SPACE).reshape(rows, _CODE_SPACE)
+    keys += (np.arange(rows, dtype=np.intp) * span - low)[:, None]
+    counts = np.bincount(keys.reshape(-1), minlength=rows * span).reshape(rows, span)
     del keys
-    counts[:, _POSITIVE_ZERO] += counts[:, _NEGATIVE_ZERO]  # -0 and +0 are one value
-    counts[:, _NEGATIVE_ZERO] = 0
+    counts[:, _POSITIVE_ZERO - low] += counts[:, _NEGATIVE_ZERO - low]  # -0 and +0 are one value
+    counts[:, _NEGATIVE_ZERO - low] = 0
     occupied = np.flatnonzero(counts.reshape(-1))
-    sizes = np.bincount(occupied >> 16, minlength=rows)
+    row_of, code = np.divmod(occupied, span)
+    sizes = np.bincount(row_of, minlength=rows)
     width = max(int(sizes.max()), 1)
-    row_of = occupied >> 16
     slot = np.arange(occupied.size, dtype=np.int64) - (np.cumsum(sizes) - sizes)[row_of]
     target = row_of * width + slot
     values = np.full(rows * width, np.inf, dtype=np.float32)
-    values[target] = _sorted_code_values(dtype)[occupied & (_CODE_SPACE - 1)]
+    values[target] = _sorted_code_values(dtype)[code + low]
     entry_counts = np.zeros(rows * width, dtype=np.int64)
     entry_counts[target] = counts.reshape(-1)[occupied]
     return local.from_packed(values.reshape(rows, width), entry_counts.reshape(rows, width), sizes)
