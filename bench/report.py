@@ -158,7 +158,7 @@ def notes(records: list[dict]) -> list[str]:
             if result.get("warnings"):
                 lines.append(f"- {name}: {result['warnings']} distinct warning(s), e.g. "
                              f"\"{_cell(result['warning_examples'][0], 240)}\"")
-            if result.get("children_peak_kb", 0) > result["peak_kb"]:
+            if not result.get("worker_processes") and result.get("children_peak_kb", 0) > result["peak_kb"]:
                 lines.append(f"- {name}: a child process peaked at {_mb(result['children_peak_kb'])} MB "
                              f"(its `ru_maxrss`; not in the peak column)")
     aborts = sum(r[i].get("fidelity", {}).get("runtime_aborts", 0) for r in records for i in ("ours", "ref")
@@ -181,7 +181,9 @@ def render(info: dict, baselines: dict, records: list[dict], args) -> str:
     lines += [f"- **{key}**: {value}" for key, value in info.items()]
     lines += ["", "Each row runs in a fresh process (`bench/_row.py`): *s* is the compress call alone "
               "(`in_place=False`), *peak MB* is that process's peak resident memory (`VmHWM`; input "
-              "program included; see README for why not `ru_maxrss`), "
+              "program included; see README for why not `ru_maxrss`) plus, for ours, the peak of each "
+              "clustering worker process it started (a sum of peaks, so an upper bound); *CPU seconds* "
+              "include those workers. "
               "*bytes* are the saved `.aimodel` directory. MiniLM fidelity: cosine of the mean-pooled "
               "sentence embeddings (Core AI runtime) to the fp32 PyTorch reference, mean/min over 8 "
               "sentences. Synthetic fidelity: SNR of all decoded weights against the originals "

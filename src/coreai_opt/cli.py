@@ -156,7 +156,8 @@ def _palettize_parser(commands) -> None:
     parser.add_argument("--per-channel-scale", action="store_true",
                         help="normalize each output channel before clustering")
     parser.add_argument("--workers", type=int, default=4, metavar="N",
-                        help="threads clustering different weights; the result does not depend on it (default: 4)")
+                        help="threads and worker processes clustering weights; the result does not depend on it "
+                             "(default: 4, at most one per CPU)")
     parser.add_argument("--exact", action="store_true",
                         help="start the clustering from the exact weights instead of weights rounded to "
                              "--rounding-precision (enable_fast_kmeans_mode=False)")

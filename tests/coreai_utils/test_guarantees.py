@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 import textwrap
@@ -74,13 +75,18 @@ _DETERMINISM_SCRIPT = textwrap.dedent("""
     from helpers.program import weight_expressions
     from coreai_opt.coreai_utils import palettize_weights
     from coreai_opt.coreai_utils._encoding import constants
-    net, args, _ = small_net()
-    result = palettize_weights(convert(net, args), None, granularity="per_channel", num_kmeans_workers=int(sys.argv[1]))
+    from coreai_opt.coreai_utils import _pool
+    _pool.PROCESS_MIN_VALUES = 0  # worker processes even for this small net, started from a script
+    net, args, _ = small_net()                # with no main guard (it must not run again in them)
+    from coreai_opt.coreai_utils import collect_reports
+    with collect_reports() as reports:
+        result = palettize_weights(convert(net, args), None, granularity="per_channel",
+                                   num_kmeans_workers=int(sys.argv[1]))
     digest = hashlib.sha256()
     for kind, found in sorted(weight_expressions(result).items()):
         for const in constants(found[0]):
             digest.update(const.element_type.encode()); digest.update(const.array.tobytes())
-    print(digest.hexdigest())
+    print(digest.hexdigest(), reports[0].worker_processes)
 """)
 
 
@@ -89,9 +95,12 @@ def test_output_is_identical_across_processes_and_worker_counts(tmp_path):
 
     script = tmp_path / "determinism.py"
     script.write_text(_DETERMINISM_SCRIPT.format(tests=str(pathlib.Path(__file__).parents[1])))
-    digests = {subprocess.run([sys.executable, str(script), str(workers)], capture_output=True, text=True,
-                              check=True, timeout=300).stdout.split()[-1] for workers in (1, 3, 8)}
+    runs = {workers: subprocess.run([sys.executable, str(script), str(workers)], capture_output=True, text=True,
+                                    check=True, timeout=300).stdout.split()[-2:] for workers in (1, 3, 8)}
+    digests = {digest for digest, _ in runs.values()}
     assert len(digests) == 1 and len(next(iter(digests))) == 64
+    several_cpus = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) > 1
+    assert [int(runs[w][1]) > 0 for w in (1, 3, 8)] == [False, several_cpus, several_cpus]
 
 
 _NO_HANG_SCRIPT = textwrap.dedent("""
@@ -115,6 +124,12 @@ _NO_HANG_SCRIPT = textwrap.dedent("""
     asyncio.run(run_once())
     slowest = 0.0
     for _ in range(50):
+        start = time.perf_counter()
+        palettize_weights(program, None, granularity="per_channel", num_kmeans_workers=4)
+        slowest = max(slowest, time.perf_counter() - start)
+    from coreai_opt.coreai_utils import _pool
+    _pool.PROCESS_MIN_VALUES = 0  # and worker processes started while all those threads exist
+    for _ in range(5):
         start = time.perf_counter()
         palettize_weights(program, None, granularity="per_channel", num_kmeans_workers=4)
         slowest = max(slowest, time.perf_counter() - start)

@@ -190,15 +190,16 @@ def test_output_is_identical_for_any_worker_count(small_net_fp32, monkeypatch):
 
 
 def test_workers_are_capped_at_the_available_cpus(small_net_fp32, monkeypatch):
-    from coreai_opt.coreai_utils._passes import palettize as palettize_pass
+    from coreai_opt.coreai_utils import _pool
     from coreai_opt.coreai_utils._passes import runner
 
     def no_pool(*args, **kwargs):
-        raise AssertionError("no thread pool on one CPU")
+        raise AssertionError("no threads or worker processes on one CPU")
 
     monkeypatch.setattr(runner, "available_cpus", lambda: 1)
     monkeypatch.setattr(runner, "ThreadPoolExecutor", no_pool)
-    monkeypatch.setattr(palettize_pass, "ThreadPoolExecutor", no_pool)
+    monkeypatch.setattr(_pool, "ThreadPoolExecutor", no_pool)
+    monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", 0)  # children would be used on more CPUs
     compressed = palettize_weights(small_net_fp32[0], None, granularity=G.PER_CHANNEL, num_kmeans_workers=8)
     assert "coreai.lut_to_dense" in str(compressed)
     assert runner.usable_threads(8) == 1

@@ -35,7 +35,9 @@ def palettize_weights(
     as they are, with a ``CompressionWarning`` naming them.
 
     ``num_kmeans_workers`` threads (at most one per available CPU) work on
-    different weights; the result is bit-identical for any worker count.
+    different weights, and as many worker processes cluster them when the
+    program is large enough to repay starting them; the result is
+    bit-identical for any worker count.
     ``enable_fast_kmeans_mode`` rounds weights to ``rounding_precision`` decimals
     (in float64, so nothing overflows) where that lets the clustering start from
     an exact optimum of the rounded values; indices and LUT entries are always

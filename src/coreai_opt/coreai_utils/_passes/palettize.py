@@ -11,7 +11,6 @@ Decompression graph (innermost first)::
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
@@ -23,10 +22,12 @@ from .._kernels.assign import nearest_vectors
 from .._kernels.kmeans1d import nearest_indices, palettize_rows
 from .._kernels.kmeans_vec import palettize_vectors
 from .._kernels.quantize import FORMATS, dequantize, quantize_blocks
+from .._kernels.rounding import round_through
+from .._pool import KernelPool
 from . import layout
 from .dequantize import dequantized
 from .options import PalettizeOptions
-from .runner import Encoded, Skipped, usable_threads
+from .runner import Encoded, Skipped
 
 
 #: Values per chunk of groups clustered together (bounds memory, lets threads share one weight).
@@ -34,8 +35,7 @@ _CHUNK_VALUES = 1 << 22
 
 
 def _storage_rounding(element_type: str) -> Callable[[np.ndarray], np.ndarray]:
-    dtype = numpy_dtype(element_type)
-    return lambda values: values.astype(dtype).astype(np.float64)
+    return partial(round_through, dtype=numpy_dtype(element_type))
 
 
 def _channel_scales(weight2d: np.ndarray, element_type: str) -> np.ndarray:
@@ -50,7 +50,7 @@ class PalettizeEncoder:
     def __init__(self, options: PalettizeOptions) -> None:
         self.options = options
 
-    def __call__(self, weight: np.ndarray, role: Role, element_type: str) -> Encoded | Skipped:
+    def __call__(self, weight: np.ndarray, role: Role, element_type: str, pool: KernelPool) -> Encoded | Skipped:
         opts = self.options
         out_axis = role.out_axis
         channels = weight.shape[out_axis]
@@ -67,7 +67,7 @@ class PalettizeEncoder:
             channel_scale = _channel_scales(weight2d, element_type)
             weight2d = (weight2d.astype(np.float64) / channel_scale).astype(np.float32)
 
-        lut, indices = self._cluster(weight2d, n_groups, element_type)
+        lut, indices = self._cluster(weight2d, n_groups, element_type, pool)
         lut_node: Node = Const(lut.reshape(self._lut_shape(weight.ndim, out_axis, n_groups)).astype(
             numpy_dtype(element_type)), element_type)
         if opts.lut_dtype is not None:
@@ -85,13 +85,14 @@ class PalettizeEncoder:
     def _lut_shape(self, rank: int, out_axis: int, n_groups: int) -> tuple[int, ...]:
         return layout.lut_shape(rank, out_axis, n_groups, 2**self.options.n_bits, self.options.cluster_dim)
 
-    def _cluster(self, weight2d: np.ndarray, n_groups: int, element_type: str) -> tuple[np.ndarray, np.ndarray]:
+    def _cluster(self, weight2d: np.ndarray, n_groups: int, element_type: str,
+                 pool: KernelPool) -> tuple[np.ndarray, np.ndarray]:
         """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8).
 
         Groups are independent, so a weight with many of them is clustered in
-        fixed-size chunks of groups, on ``num_kmeans_workers`` threads (at most one
-        per CPU); the chunk boundaries depend on the shape only, so the result does
-        not depend on the number of workers.
+        fixed-size chunks of groups, spread over the pool's worker processes;
+        the chunk boundaries depend on the shape only, so the result does not
+        depend on the number of workers.
         """
         opts = self.options
         k = 2**opts.n_bits
@@ -104,12 +105,7 @@ class PalettizeEncoder:
             cluster = partial(palettize_vectors, k=k, round_decimals=opts.round_decimals, to_storage=to_storage)
         per_chunk = max(1, _CHUNK_VALUES // (groups[0].size or 1))
         chunks = [groups[start : start + per_chunk] for start in range(0, n_groups, per_chunk)]
-        threads = usable_threads(opts.num_kmeans_workers)
-        if len(chunks) == 1 or threads == 1:
-            results = [cluster(chunk) for chunk in chunks]
-        else:
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coreai_opt_groups") as pool:
-                results = list(pool.map(cluster, chunks))
+        results = pool.map(cluster, chunks)
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
     def _quantized_lut(self, weight2d, lut, n_groups, element_type, rank, out_axis) -> tuple[Node, np.ndarray]:

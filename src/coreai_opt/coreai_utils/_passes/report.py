@@ -61,6 +61,8 @@ class CompressionReport:
     options: dict[str, Any]
     weights: list[WeightReport] = field(default_factory=list)
     seconds: float = 0.0
+    worker_processes: int = 0  # child processes that ran the clustering (0: all in this process)
+    worker_peak_bytes: int = 0  # their peak resident memory, summed
 
     @property
     def compressed(self) -> list[WeightReport]:
@@ -94,6 +96,8 @@ class CompressionReport:
             "pass": self.pass_name,
             "options": self.options,
             "seconds": self.seconds,
+            "worker_processes": self.worker_processes,
+            "worker_peak_bytes": self.worker_peak_bytes,
             "bytes_before": self.bytes_before,
             "bytes_after": self.bytes_after,
             "weights": [w.to_dict() for w in self.weights],

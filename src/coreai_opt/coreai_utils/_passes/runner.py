@@ -17,8 +17,9 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from .. import _ir
 from .._dtypes import FLOAT_TYPES, storage_bytes
 from .._encoding import Node, decode
 from .._encoding import storage_bytes as encoded_bytes
+from .._pool import KernelPool
 from .report import CompressionReport, WeightReport, progress_callback, publish, reporting_requested
 
 
@@ -49,8 +51,9 @@ class Skipped:
     reason: str
 
 
-#: (weight, role, element type) -> outcome. Must not touch the IR (it runs on worker threads).
-Encoder = Callable[[np.ndarray, "_ir.Role", str], "Encoded | Skipped"]
+#: (weight, role, element type, pool for kernel calls) -> outcome. Must not touch the IR (it runs
+#: on worker threads).
+Encoder = Callable[[np.ndarray, "_ir.Role", str, KernelPool], "Encoded | Skipped"]
 
 
 @dataclass
@@ -117,7 +120,7 @@ def snr_db(original: np.ndarray, decoded: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def _encode_one(load: Callable[[], np.ndarray], role, element_type: str, encoder: Encoder, want_snr: bool):
+def _encode_one(load: Callable[[], np.ndarray], role, element_type: str, encoder: Callable, want_snr: bool):
     weight = load()
     finite = np.isfinite(weight)
     if not finite.all():
@@ -142,28 +145,38 @@ def usable_threads(requested: int) -> int:
     return max(1, min(requested, available_cpus()))
 
 
-def _outcomes(jobs: list, encoder: Encoder, workers: int, want_snr: bool) -> Iterator:
-    """Encode each job, in order; on ``workers`` threads when there is more than one."""
+def _outcomes(jobs: list, sizes: list[int], encoder: Callable, workers: int, want_snr: bool) -> Iterator:
+    """(job index, outcome) of each job as it finishes; on ``workers`` threads when there is more
+    than one, largest weights first (the longest tasks start first, so none is left running alone
+    at the end). Where a job runs never changes its outcome."""
     def run(job):
         return _encode_one(*job, encoder, want_snr)
 
-    workers = usable_threads(workers)
     if workers <= 1 or len(jobs) <= 1:
-        yield from map(run, jobs)
+        yield from enumerate(map(run, jobs))
         return
+    largest_first = sorted(range(len(jobs)), key=lambda index: -sizes[index])
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreai_opt") as pool:
-        yield from pool.map(run, jobs)
+        futures = {pool.submit(run, jobs[index]): index for index in largest_first}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # do not start the rest after a failure
+            raise
 
 
-def _encode_all(candidates: list[_Candidate], blobs, encoder: Encoder, workers: int, want_snr: bool):
+def _encode_all(candidates: list[_Candidate], blobs, encoder: Callable, workers: int, want_snr: bool) -> list:
+    """Each candidate's (outcome, SNR), in candidate order; progress is reported as weights finish."""
     loaders = [_ir.constant_loader(c.site.op, blobs) for c in candidates]
     jobs = [(load, c.analysis.role, c.site.element_type) for load, c in zip(loaders, candidates, strict=True)]
+    sizes = [c.site.size for c in candidates]
     progress = progress_callback()
-    results = []
-    for candidate, outcome in zip(candidates, _outcomes(jobs, encoder, workers, want_snr)):
-        results.append(outcome)
+    results: list = [None] * len(jobs)
+    for done, (index, outcome) in enumerate(_outcomes(jobs, sizes, encoder, workers, want_snr), start=1):
+        results[index] = outcome
         if progress is not None:
-            progress(len(results), len(jobs), candidate.site.name)
+            progress(done, len(jobs), candidates[index].site.name)
     return results
 
 
@@ -199,14 +212,16 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
     module = _ir.mlir_module(target)
     candidates, rows = _select(module, threshold)
     weight_bytes = sum(storage_bytes(c.site.size, c.site.element_type) for c in candidates)
+    workers = usable_threads(workers)
     blobs = _ir.BlobReader(module.operation, weight_bytes)
     try:
-        outcomes = _encode_all(candidates, blobs, encoder, workers, reporting_requested())
+        with KernelPool(workers, sum(c.site.size for c in candidates)) as pool:
+            outcomes = _encode_all(candidates, blobs, partial(encoder, pool=pool), workers, reporting_requested())
     finally:
         blobs.close()
     _apply(module, candidates, outcomes)
 
-    notes: list[str] = []
+    notes = list(pool.failures)
     for candidate, (outcome, snr) in zip(candidates, outcomes, strict=True):
         site, analysis = candidate.site, candidate.analysis
         if analysis.conflict:
@@ -219,7 +234,8 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
         rows.append((candidate.position, _weight_report(
             site, analysis, "compressed", outcome.detail, bytes_after=encoded_bytes(outcome.node), snr_db=snr)))
     ordered = [row for _, row in sorted(rows, key=lambda item: item[0])]
-    report = CompressionReport(pass_name, options, ordered, time.perf_counter() - start)
+    report = CompressionReport(pass_name, options, ordered, time.perf_counter() - start,
+                               worker_processes=pool.processes, worker_peak_bytes=1024 * sum(pool.peak_kb))
     _warn(ordered, notes, pass_name)
     publish(report)
     return target

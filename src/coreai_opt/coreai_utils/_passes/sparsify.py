@@ -15,6 +15,8 @@ dequantized before densifying, with one scale for the weight.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .._dtypes import numpy_dtype, uint_type
@@ -23,6 +25,8 @@ from .._ir import Role
 from .._kernels.kmeans1d import palettize_rows
 from .._kernels.prune import block_mask, magnitude_mask, n_m_mask
 from .._kernels.quantize import FORMATS, block_scales, quantize
+from .._kernels.rounding import round_through
+from .._pool import KernelPool
 from . import layout
 from .dequantize import dequantized
 from .options import SparsifyOptions
@@ -37,7 +41,7 @@ class SparsifyEncoder:
     def __init__(self, options: SparsifyOptions) -> None:
         self.options = options
 
-    def __call__(self, weight: np.ndarray, role: Role, element_type: str) -> Encoded | Skipped:
+    def __call__(self, weight: np.ndarray, role: Role, element_type: str, pool: KernelPool) -> Encoded | Skipped:
         keep = self._keep_mask(weight, role)
         if isinstance(keep, Skipped):
             return keep
@@ -47,7 +51,7 @@ class SparsifyEncoder:
             zeros = Const(np.zeros(weight.shape, numpy_dtype(element_type)), element_type)
             return Encoded(zeros, detail + ", stored as a zero splat")
         mask = Const.packed(keep, "ui1") if not keep.all() else Const(keep.astype(np.uint8), "ui1")
-        node, storage = self._values(weight, keep, mask, role, element_type)
+        node, storage = self._values(weight, keep, mask, role, element_type, pool)
         return Encoded(node, f"{detail}, non-zeros {storage}")
 
     def _method(self, role: Role) -> str:
@@ -79,15 +83,16 @@ class SparsifyEncoder:
             return layout.restore_layout(keep2d, weight.shape, role.out_axis)
         return magnitude_mask(weight, opts.target_sparsity)
 
-    def _values(self, weight, keep, mask: Const, role: Role, element_type: str) -> tuple[Node, str]:
+    def _values(self, weight, keep, mask: Const, role: Role, element_type: str,
+                pool: KernelPool) -> tuple[Node, str]:
         """The decompression graph and a description of how non-zeros are stored."""
         opts = self.options
         dtype = numpy_dtype(element_type)
         values = weight[keep]
         if opts.palettize_nbits is not None:
             k = 2**opts.palettize_nbits
-            lut, indices = palettize_rows(values[None, :].astype(np.float32), k,
-                                          to_storage=lambda c: c.astype(dtype).astype(np.float64))
+            cluster = partial(palettize_rows, k=k, to_storage=partial(round_through, dtype=dtype))
+            [(lut, indices)] = pool.map(cluster, [values[None, :].astype(np.float32)])
             lut_const = Const(lut.reshape(1, k, 1).astype(dtype), element_type)
             palettized = LutToDense(Const.packed(indices[0], uint_type(opts.palettize_nbits)), lut_const, 0)
             return SparseToDense(palettized, mask), f"{opts.palettize_nbits}-bit palettized"

@@ -1,0 +1,265 @@
+"""Kernel calls on worker processes: the clustering in parallel on every core.
+
+numpy releases the GIL in its long loops but not in the many short calls and
+counts of the clustering, so threads overlap poorly. ``KernelPool`` runs
+picklable calls of ``_kernels`` functions in child processes instead, one per
+worker, each fed by a thread of this process.
+
+- Children run ``_pool_child.py`` through ``subprocess``, not ``multiprocessing``:
+  forking after threads exist can deadlock, and spawning re-runs the caller's
+  ``__main__`` (a script without a main guard would start over in every worker).
+- They start only once a pass has asked for enough work (small programs stay in
+  this process), and only when more than one worker may run.
+- A call gives the same bits in any process (same code, same numpy), so the
+  output never depends on where it ran. A child that cannot start or dies is
+  replaced by running its calls here; ``failures`` says what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Self
+
+#: Weight values a pass must have for children to start: below it, starting them (about 0.2 s of
+#: CPU each) costs more than they save.
+PROCESS_MIN_VALUES = 1 << 21
+_CHILD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pool_child.py")
+_CLOSE_SECONDS = 10.0
+
+
+class WorkerLost(RuntimeError):
+    """A worker process could not run a call (it did not start, died, or could not read the request)."""
+
+
+class _NotPicklable(Exception):
+    """The call cannot be sent to a process (it is run here instead; the result is the same)."""
+
+
+def _read_exact(stream, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        got = stream.readinto(view[done:])
+        if not got:
+            raise EOFError("the other process closed the pipe")
+        done += got
+    return buffer
+
+
+def frame(message: Any) -> list:
+    """The parts of one frame for ``message``: lengths, the pickle, then its large buffers uncopied.
+    Raises before anything is written when ``message`` does not pickle."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    return [struct.pack(f"<{2 + len(raws)}Q", len(data), len(raws), *(raw.nbytes for raw in raws)), data, *raws]
+
+
+def send(stream, message: Any, parts: list | None = None) -> None:
+    """Write ``message`` (or its ready ``parts``) as one frame."""
+    for part in parts if parts is not None else frame(message):
+        stream.write(part)
+    stream.flush()
+
+
+def receive(stream) -> Any:
+    """Read one frame written by ``send``; ``EOFError`` when the pipe is closed."""
+    size, count = struct.unpack("<2Q", _read_exact(stream, 16))
+    lengths = struct.unpack(f"<{count}Q", _read_exact(stream, 8 * count)) if count else ()
+    data = _read_exact(stream, size)
+    return pickle.loads(data, buffers=[_read_exact(stream, length) for length in lengths])
+
+
+#: glibc otherwise maps and unmaps every large temporary afresh in a young process, paying page
+#: faults for each (the clustering runs about 15 % slower than in a long-lived one); the caller's
+#: own settings win. Other C libraries ignore these.
+_MALLOC_REUSE = {"MALLOC_MMAP_THRESHOLD_": str(1 << 25), "MALLOC_TRIM_THRESHOLD_": str(1 << 28)}
+_F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's capacity
+_PIPE_BYTES = 1 << 20
+
+
+def _widen(pipe) -> None:
+    """Give a pipe 1 MiB of room where the OS allows it (Linux), so megabytes of weights cross in
+    fewer, larger steps; elsewhere it keeps its default."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+    except (ImportError, OSError):
+        pass
+
+
+class _Child:
+    """One worker process and the pipes to it; used by one thread at a time."""
+
+    def __init__(self) -> None:
+        if not sys.executable:
+            raise OSError("this Python does not know its own executable")
+        self.process = subprocess.Popen(
+            [sys.executable, _CHILD_SCRIPT, "\n".join(sys.path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env={**_MALLOC_REUSE, **os.environ},
+        )
+        for pipe in (self.process.stdin, self.process.stdout):
+            _widen(pipe)
+        self._ready = False
+
+    def call(self, function: Callable, args: tuple) -> Any:
+        try:
+            request = frame((function, args))
+        except (pickle.PicklingError, TypeError, AttributeError) as error:
+            raise _NotPicklable(str(error)) from error
+        try:
+            if not self._ready:
+                self._expect("ready")
+                self._ready = True
+            send(self.process.stdin, None, request)
+            kind, value = receive(self.process.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError) as error:
+            raise WorkerLost(self._why(error)) from error
+        if kind == "raised":
+            raise value
+        if kind != "ok":
+            raise WorkerLost(str(value))
+        return value
+
+    def _expect(self, kind: str) -> Any:
+        got, value = receive(self.process.stdout)
+        if got != kind:
+            raise WorkerLost(f"expected {kind!r}, got {got!r}: {value}")
+        return value
+
+    def _why(self, error: BaseException) -> str:
+        try:
+            code = self.process.wait(1.0)  # a closed pipe usually means it is exiting
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is None:
+            return f"{type(error).__name__}: {error}"
+        return f"it exited with signal {-code}" if code < 0 else f"it exited with status {code}"
+
+    def close(self) -> int:
+        """End the process; its peak resident memory in KB (0 when it could not say)."""
+        peak = 0
+        try:
+            if self.process.poll() is None and self._ready:
+                send(self.process.stdin, None)
+                peak = int(self._expect("peak_kb"))
+        except (OSError, EOFError, WorkerLost, pickle.UnpicklingError, ValueError):
+            pass
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(_CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return peak
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.close()
+
+
+class KernelPool:
+    """Runs kernel calls on up to ``workers`` child processes, or in this process.
+
+    Children are used when ``workers`` > 1 and the pass has at least
+    ``PROCESS_MIN_VALUES`` weight ``values``. ``map`` may be called from several
+    threads at once. Use as a context manager: leaving it ends the children.
+    """
+
+    def __init__(self, workers: int, values: int) -> None:
+        self.workers = workers
+        self.use_processes = workers > 1 and values >= PROCESS_MIN_VALUES
+        self.failures: list[str] = []  # why a child could not be used (its calls ran here)
+        self.peak_kb: list[int] = []  # each ended child's peak resident memory
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._children: list[_Child] = []
+        self._closing = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close(cancel=exc_info[0] is not None)
+
+    @property
+    def processes(self) -> int:
+        """Child processes started so far."""
+        return len(self._children) + len(self.peak_kb)
+
+    def map(self, function: Callable, chunks: Sequence) -> list:
+        """``[function(chunk) for chunk in chunks]``, in the worker processes when they are used."""
+        executor = self._executor_for_children()
+        if executor is None:
+            return [function(chunk) for chunk in chunks]
+        futures = [executor.submit(self._run, function, chunk) for chunk in chunks]
+        return [future.result() for future in futures]
+
+    def _executor_for_children(self) -> ThreadPoolExecutor | None:
+        with self._lock:
+            if not self.use_processes or self._closing:
+                return None
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="coreai_opt_worker")
+            return self._executor
+
+    def _run(self, function: Callable, chunk: Any) -> Any:
+        child = self._child()
+        if child is not None:
+            try:
+                return child.call(function, (chunk,))
+            except _NotPicklable:
+                pass  # e.g. a function patched in by a test: same result here
+            except WorkerLost as error:
+                if self._closing:
+                    raise
+                self._local.child = None
+                self._local.lost = True
+                with self._lock:
+                    self.failures.append(f"a worker process stopped ({error}); its work continued in this process")
+                child.kill()
+        return function(chunk)
+
+    def _child(self) -> _Child | None:
+        if getattr(self._local, "lost", False):
+            return None
+        child = getattr(self._local, "child", None)
+        if child is None:
+            try:
+                child = _Child()
+            except (OSError, ValueError) as error:
+                self._local.lost = True
+                with self._lock:
+                    self.failures.append(f"could not start a worker process ({error}); clustering ran in this process")
+                return None
+            self._local.child = child
+            with self._lock:
+                self._children.append(child)
+        return child
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait for (or, with ``cancel``, drop) queued calls and end the children."""
+        with self._lock:
+            self._closing = True
+            executor, self._executor = self._executor, None
+        if cancel:
+            for child in self._children:
+                child.process.kill()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=cancel)
+        with self._lock:
+            children, self._children = self._children, []
+        self.peak_kb.extend(child.close() for child in children)

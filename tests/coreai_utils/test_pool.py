@@ -1,0 +1,178 @@
+"""KernelPool: kernel calls in worker processes give this process's bits, and failures lose nothing."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+
+from coreai_opt.coreai_utils import CompressionWarning, collect_reports, palettize_weights
+from coreai_opt.coreai_utils._kernels.kmeans1d import palettize_rows
+from coreai_opt.coreai_utils._kernels.kmeans_vec import palettize_vectors
+from coreai_opt.coreai_utils._kernels.rounding import round_through
+from coreai_opt.coreai_utils._pool import PROCESS_MIN_VALUES, KernelPool, receive, send
+from helpers import pool_calls
+from helpers.program import weight_expressions
+from coreai_opt.coreai_utils._encoding import constants
+
+ALWAYS = 1 << 40  # a pass size that always uses children
+
+
+def _chunks():
+    rng = np.random.default_rng(7)
+    return [rng.standard_normal((3, 5000)).astype(np.float16), rng.laplace(size=(2, 70000)).astype(np.float16),
+            rng.standard_normal((4, 900)).astype(np.float32)]
+
+
+def _same(a, b) -> bool:
+    return all(x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes() for x, y in zip(a, b))
+
+
+def test_frames_carry_arrays_and_objects_unchanged(tmp_path):
+    message = ("ok", (np.arange(10.0).reshape(2, 5)[:, ::2], np.ones(3, np.uint8), {"k": [1, "x"]}))
+    path = tmp_path / "frame"
+    with open(path, "wb") as stream:
+        send(stream, message)
+        send(stream, None)
+    with open(path, "rb") as stream:
+        kind, (strided, ones, other) = receive(stream)
+        assert receive(stream) is None
+        with pytest.raises(EOFError):
+            receive(stream)
+    assert kind == "ok" and other == {"k": [1, "x"]}
+    np.testing.assert_array_equal(strided, np.arange(10.0).reshape(2, 5)[:, ::2])
+    assert ones.dtype == np.uint8 and ones.flags.writeable
+
+
+def test_children_give_the_bits_of_this_process():
+    scalar = partial(palettize_rows, k=16, round_decimals=4, to_storage=partial(round_through, dtype=np.float16))
+    vector = partial(palettize_vectors, k=8, to_storage=partial(round_through, dtype=np.float32))
+    points = [np.random.default_rng(1).standard_normal((2, 600, 2)).astype(np.float32)]
+    here = [scalar(c) for c in _chunks()] + [vector(p) for p in points]
+    with KernelPool(2, ALWAYS) as pool:
+        there = pool.map(scalar, _chunks()) + pool.map(vector, points)
+        assert pool.processes >= 1
+    assert not pool.failures
+    assert len(pool.peak_kb) == pool.processes and all(kb > 0 for kb in pool.peak_kb)
+    for (lut_a, idx_a), (lut_b, idx_b) in zip(here, there, strict=True):
+        assert _same((lut_a, idx_a), (lut_b, idx_b))
+
+
+def test_a_child_loads_numpy_and_the_kernels_only():
+    with KernelPool(2, ALWAYS) as pool:
+        [(pid, modules)] = pool.map(pool_calls.where_and_what, [None])
+    assert pid != os.getpid()
+    assert "numpy" in modules
+    assert not [m for m in modules if m == "coreai" or m.startswith(("coreai.", "coreai_opt.coreai_utils._ir"))]
+
+
+def test_small_passes_and_one_worker_stay_in_this_process():
+    for pool in (KernelPool(2, PROCESS_MIN_VALUES - 1), KernelPool(1, ALWAYS)):
+        with pool:
+            [(pid, _)] = pool.map(pool_calls.where_and_what, [None])
+        assert pid == os.getpid() and pool.processes == 0
+
+
+def test_what_a_child_prints_does_not_break_the_replies():
+    chunks = [np.arange(5.0), np.arange(3.0)]
+    with KernelPool(2, ALWAYS) as pool:
+        results = pool.map(pool_calls.loud_doubled, chunks)
+    assert not pool.failures
+    assert [r.tolist() for r in results] == [[0, 2, 4, 6, 8], [0, 2, 4]]
+
+
+def test_an_exception_in_a_child_is_raised_here_and_the_child_stays_usable():
+    with KernelPool(2, ALWAYS) as pool:
+        with pytest.raises(ValueError, match="negative values refused"):
+            pool.map(pool_calls.refuse_negative, [np.array([1.0, -1.0])])
+        [again] = pool.map(pool_calls.refuse_negative, [np.array([2.0])])
+    assert again.tolist() == [4.0] and not pool.failures
+
+
+def test_a_child_that_dies_is_replaced_by_this_process():
+    chunks = [np.full(4, float(i)) for i in range(6)]
+    with KernelPool(2, ALWAYS) as pool:
+        results = pool.map(partial(pool_calls.die_unless_in, os.getpid()), chunks)
+    assert [r.tolist() for r in results] == [[2.0 * i] * 4 for i in range(6)]
+    assert pool.failures and all("exited with status 3" in f for f in pool.failures)
+
+
+def test_a_child_that_cannot_start_is_replaced_by_this_process(monkeypatch):
+    from coreai_opt.coreai_utils import _pool
+
+    monkeypatch.setattr(_pool, "_CHILD_SCRIPT", os.devnull)  # python runs it and exits at once
+    with KernelPool(2, ALWAYS) as pool:
+        results = pool.map(pool_calls.doubled, [np.ones(2), np.ones(3)])
+    assert [r.tolist() for r in results] == [[2.0, 2.0], [2.0, 2.0, 2.0]]
+    assert pool.failures and all("exited with status 0" in f for f in pool.failures)
+
+
+def test_cancelling_ends_busy_children_without_waiting_for_them():
+    pool = KernelPool(2, ALWAYS)
+    errors = []
+
+    def ask():
+        try:
+            pool.map(partial(pool_calls.sleep_then_double, 60.0), [np.ones(1)])
+        except Exception as error:  # noqa: BLE001 - recorded for the assertion
+            errors.append(error)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    deadline = time.monotonic() + 30
+    while not pool._children and time.monotonic() < deadline:  # noqa: SLF001 - wait for the child to start
+        time.sleep(0.05)
+    start = time.monotonic()
+    pool.close(cancel=True)
+    asker.join(30)
+    assert time.monotonic() - start < 20 and not asker.is_alive()
+    assert errors and all(c.process.returncode is not None for c in pool._children)  # noqa: SLF001
+
+
+def test_palettize_output_is_the_same_with_worker_processes(small_net_fp16, monkeypatch):
+    from coreai_opt.coreai_utils import _pool
+    from coreai_opt.coreai_utils._passes import runner
+
+    monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+    program = small_net_fp16[0]
+    digests, processes = [], []
+    for workers, threshold in ((1, PROCESS_MIN_VALUES), (2, 0)):
+        monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", threshold)
+        with collect_reports() as reports:
+            compressed = palettize_weights(program, None, granularity="per_grouped_channel", group_size=4,
+                                           num_kmeans_workers=workers)
+        processes.append(reports[0].worker_processes)
+        expressions = weight_expressions(compressed)
+        digests.append([c.array.tobytes() for kind in sorted(expressions) for c in constants(expressions[kind][0])])
+    assert processes[0] == 0 and processes[1] >= 1
+    assert digests[0] == digests[1]
+
+
+def test_a_lost_worker_is_reported_as_a_warning_and_the_result_is_unchanged(small_net_fp32, monkeypatch):
+    from coreai_opt.coreai_utils import _pool
+    from coreai_opt.coreai_utils._passes import runner
+
+    monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+    program = small_net_fp32[0]
+    expected = weight_expressions(palettize_weights(program, None, num_kmeans_workers=1))
+    monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", 0)
+    monkeypatch.setattr(_pool, "_CHILD_SCRIPT", os.devnull)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = weight_expressions(palettize_weights(program, None, num_kmeans_workers=2))
+    messages = [str(w.message) for w in caught if issubclass(w.category, CompressionWarning)]
+    assert any("worker process" in m and "continued in this process" in m for m in messages), messages
+    assert sorted(got) == sorted(expected)
+    for kind in expected:
+        assert _same([c.array for c in constants(expected[kind][0])], [c.array for c in constants(got[kind][0])])
+
+
+def test_a_call_that_does_not_pickle_runs_here():
+    with KernelPool(2, ALWAYS) as pool:
+        [(pid, doubled)] = pool.map(lambda chunk: (os.getpid(), chunk * 2), [np.ones(2)])
+    assert pid == os.getpid() and doubled.tolist() == [2.0, 2.0] and not pool.failures

@@ -1,0 +1,43 @@
+"""Functions the worker-pool tests send to child processes (numpy and the standard library only,
+so they import in a worker, which loads no more than that)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def doubled(values: np.ndarray) -> np.ndarray:
+    return values * 2
+
+
+def where_and_what(_chunk) -> tuple[int, list[str]]:
+    """(pid, names of the loaded modules) of the process running the call."""
+    return os.getpid(), sorted(sys.modules)
+
+
+def loud_doubled(values: np.ndarray) -> np.ndarray:
+    print("chatter on stdout must not reach the reply pipe")
+    sys.stdout.flush()
+    return values * 2
+
+
+def refuse_negative(values: np.ndarray) -> np.ndarray:
+    if (values < 0).any():
+        raise ValueError("negative values refused")
+    return values * 2
+
+
+def die_unless_in(parent_pid: int, values: np.ndarray) -> np.ndarray:
+    """Kill the worker process it runs in; run in the parent (``parent_pid``), just double."""
+    if os.getpid() != parent_pid:
+        os._exit(3)
+    return values * 2
+
+
+def sleep_then_double(seconds: float, values: np.ndarray) -> np.ndarray:
+    time.sleep(seconds)
+    return values * 2
