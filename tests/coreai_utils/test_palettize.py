@@ -220,3 +220,59 @@ def test_workers_share_a_module_serialised_to_disk(small_net_fp32, monkeypatch):
         expressions = weight_expressions(palettize_weights(program, None, num_kmeans_workers=workers))
         results.append([c.array.tobytes() for kind in sorted(expressions) for c in constants(expressions[kind][0])])
     assert results[0] == results[1]
+
+
+# A weight stored (in, out), read by a matmul directly: its output axis is the last, so each group
+# of output channels is a block of columns, clustered in storage order without a transpose.
+_COLUMN_CONFIGS = {
+    "tensor": dict(),
+    "groups-of-8-int8-lut": dict(lut_dtype="int8", granularity=G.PER_GROUPED_CHANNEL, group_size=8),
+    "channel-scale-6-bit": dict(n_bits=6, granularity=G.PER_CHANNEL, enable_per_channel_scale=True),
+    "groups-of-16-in-worker-processes": dict(granularity=G.PER_GROUPED_CHANNEL, group_size=16),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("name", list(_COLUMN_CONFIGS))
+def test_weights_with_a_trailing_output_axis_group_columns_and_run(name, dtype, tmp_path, monkeypatch):
+    from coreai_opt.coreai_utils import _pool
+    from coreai_opt.coreai_utils._encoding import decode
+    from coreai_opt.coreai_utils._kernels.kmeans1d import palettize_rows
+    from coreai_opt.coreai_utils._passes import runner
+    from helpers.authoring import ca, const, program
+
+    if "worker-processes" in name:
+        monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+        monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", 0)
+    options = dict(_COLUMN_CONFIGS[name])
+    lut_dtype = options.pop("lut_dtype", None)
+    rng = np.random.default_rng(5)
+    values = (rng.standard_normal((48, 64)) * np.linspace(0.2, 3.0, 64)).astype(dtype)  # (in, out)
+    x = rng.standard_normal((3, 48)).astype(dtype)
+    prog = program(lambda x: ca.batch_matmul(x, const(values)), {"x": ((3, 48), dtype)}, ((3, 64), dtype))
+    with collect_reports() as reports:
+        compressed = palettize_weights(prog, lut_dtype, num_kmeans_workers=2, **options)
+    assert [w.status for w in reports[0].weights] == ["compressed"]
+    if "worker-processes" in name:
+        assert reports[0].worker_processes >= 1
+
+    [expression] = weight_expressions(compressed)["matmul"]
+    lut_node = expression.data if isinstance(expression, ShiftScale) else expression
+    assert isinstance(lut_node, LutToDense) and lut_node.axis == 1
+    decoded = decode(expression).astype(np.float64)
+    [got], _ = save_and_run(compressed, {"x": x}, tmp_path)
+    want = x.astype(np.float64) @ decoded
+    tolerance = 2e-2 if dtype == np.float16 else 1e-5
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=tolerance, atol=tolerance * np.abs(want).max())
+
+    if lut_dtype is None and not options.get("enable_per_channel_scale"):
+        # Each LUT and its indices are exactly the kernel's result on that group's columns.
+        lut = decode(lut_node.lut).reshape(-1, 2 ** options.get("n_bits", 4))
+        indices = lut_node.indices.array
+        size = 64 // lut.shape[0]
+        for group in range(lut.shape[0]):
+            columns = slice(group * size, (group + 1) * size)
+            ref_lut, ref_indices = palettize_rows(values[:, columns].T.reshape(1, -1), lut.shape[1], round_decimals=4,
+                                                  to_storage=lambda c: c.astype(dtype).astype(np.float64))
+            np.testing.assert_array_equal(lut[group], ref_lut[0])
+            np.testing.assert_array_equal(indices[:, columns].T.reshape(-1), ref_indices[0])

@@ -34,13 +34,18 @@ def _values(element_type: str, dtype, shape, rng) -> np.ndarray:
 
 @pytest.mark.parametrize("element_type,dtype", CASES)
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4), (1, 1)])
-def test_constant_round_trips_through_the_ir(element_type, dtype, shape):
+@pytest.mark.parametrize("on_disk", [False, True], ids=["in-memory", "temporary-file"])
+def test_constant_round_trips_through_the_ir(element_type, dtype, shape, on_disk, monkeypatch):
+    from coreai_opt.coreai_utils._ir import constants
+
     rng = np.random.default_rng(len(shape) * 31 + len(element_type))
     values = _values(element_type, dtype, shape, rng)
     module = Module.create()._mlir_module
     with module.context, ir.Location.unknown(), ir.InsertionPoint(module.body):
         op = ops.ConstantOp(value=constant_attr(values, element_type)).operation
     assert str(ir.RankedTensorType(op.results[0].type).element_type) == element_type
+    if on_disk:  # read straight from the file into the array
+        monkeypatch.setattr(constants, "_IN_MEMORY_LIMIT", -1)
     reader = BlobReader(module.operation, 0)
     try:
         back = read_constant(op, reader)

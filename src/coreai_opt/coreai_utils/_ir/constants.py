@@ -85,15 +85,28 @@ class BlobReader:
 
     def read(self, key: str) -> bytes | memoryview:
         """The raw bytes of the blob named ``key``."""
-        if self._spans is None:
-            self.load()
-        try:
-            span = self._spans[key]
-        except KeyError:
-            raise KeyError(f"resource blob {key!r} not found in the module") from None
+        span = self._span(key)
         if self._buffer is not None:
             return self._buffer[span.offset : span.offset + span.size]
         return FileView(self._file.fileno())[span.offset : span.offset + span.size]
+
+    def _span(self, key: str):
+        if self._spans is None:
+            self.load()
+        try:
+            return self._spans[key]
+        except KeyError:
+            raise KeyError(f"resource blob {key!r} not found in the module") from None
+
+    def read_array(self, key: str, shape: tuple[int, ...], element_type: str) -> np.ndarray:
+        """The blob named ``key`` as a new array (read from the file straight into it where possible)."""
+        span = self._span(key)
+        if self._file is not None and not sub_byte_bits(element_type):
+            out = np.empty(shape, numpy_dtype(element_type))
+            if span.size == out.nbytes and FileView(self._file.fileno()).read_into(
+                    span.offset, memoryview(out.reshape(-1).view(np.uint8))):
+                return out
+        return _blob_to_array(self.read(key), shape, element_type)
 
     def close(self) -> None:
         """Release the serialised copy."""
@@ -134,7 +147,7 @@ def constant_loader(op: ir.Operation, blobs: BlobReader) -> Callable[[], np.ndar
     shape, element_type = tuple(ttype.shape), str(ttype.element_type)
     key = _resource_key(attr)
     blobs.load()
-    return lambda: _blob_to_array(blobs.read(key), shape, element_type)
+    return lambda: blobs.read_array(key, shape, element_type)
 
 
 def read_constant(op: ir.Operation, blobs: BlobReader) -> np.ndarray:
@@ -145,7 +158,7 @@ def read_constant(op: ir.Operation, blobs: BlobReader) -> np.ndarray:
     element_type = str(ttype.element_type)
     dtype = numpy_dtype(element_type)
     if ir.DenseResourceElementsAttr.isinstance(attr):
-        return _blob_to_array(blobs.read(_resource_key(attr)), shape, element_type)
+        return blobs.read_array(_resource_key(attr), shape, element_type)
     dense = ir.DenseElementsAttr(attr)
     if dense.is_splat:
         return np.full(shape, _scalar(dense.get_splat_value()), dtype=dtype)

@@ -38,9 +38,10 @@ def _storage_rounding(element_type: str) -> Callable[[np.ndarray], np.ndarray]:
     return partial(round_through, dtype=numpy_dtype(element_type))
 
 
-def _channel_scales(weight2d: np.ndarray, element_type: str) -> np.ndarray:
-    """Per-channel max magnitude as stored, shape (channels, 1); 1 where that would be 0."""
-    scale = np.max(np.abs(weight2d.astype(np.float64)), axis=1, keepdims=True).astype(numpy_dtype(element_type))
+def _channel_scales(weight: np.ndarray, out_axis: int, element_type: str) -> np.ndarray:
+    """Per-channel max magnitude as stored, shaped to broadcast over ``weight``; 1 where that would be 0."""
+    others = tuple(axis for axis in range(weight.ndim) if axis != out_axis)
+    scale = np.max(np.abs(weight.astype(np.float64)), axis=others, keepdims=True).astype(numpy_dtype(element_type))
     return np.where(scale > 0, scale, np.ones((), scale.dtype))
 
 
@@ -54,39 +55,48 @@ class PalettizeEncoder:
         opts = self.options
         out_axis = role.out_axis
         channels = weight.shape[out_axis]
-        unit = opts.cluster_dim
-        if channels % unit:
-            return Skipped(f"{channels} output channels are not divisible by cluster_dim {unit}")
-        n_groups, note = layout.group_count(channels, opts.granularity, opts.group_size, unit)
-        # Scalar clustering takes the weight in its own type (16-bit rows are counted, not sorted).
-        weight2d = layout.channel_major(weight, out_axis)
-        if opts.cluster_dim > 1:
-            weight2d = weight2d.astype(np.float32)
+        if channels % opts.cluster_dim:
+            return Skipped(f"{channels} output channels are not divisible by cluster_dim {opts.cluster_dim}")
+        n_groups, note = layout.group_count(channels, opts.granularity, opts.group_size, opts.cluster_dim)
         channel_scale = None
+        values = weight  # scalar clustering takes 16-bit weights as they are: they are counted, not sorted
         if opts.enable_per_channel_scale:
-            channel_scale = _channel_scales(weight2d, element_type)
-            weight2d = (weight2d.astype(np.float64) / channel_scale).astype(np.float32)
+            channel_scale = _channel_scales(weight, out_axis, element_type)
+            values = (weight.astype(np.float64) / channel_scale).astype(np.float32)
+        groups = self._groups(values, out_axis, n_groups)
 
-        lut, indices = self._cluster(weight2d, n_groups, element_type, pool)
+        lut, indices = self._cluster(groups, element_type, pool)
         lut_node: Node = Const(lut.reshape(self._lut_shape(weight.ndim, out_axis, n_groups)).astype(
             numpy_dtype(element_type)), element_type)
         if opts.lut_dtype is not None:
-            lut_node, indices = self._quantized_lut(weight2d, lut, n_groups, element_type, weight.ndim, out_axis)
+            lut_node, indices = self._quantized_lut(groups, lut, element_type, weight.ndim, out_axis)
 
-        index_rows = indices.reshape(channels // unit, -1)
-        index_shape = list(weight.shape)
-        index_shape[out_axis] = channels // unit
-        index_array = layout.restore_layout(index_rows, tuple(index_shape), out_axis)
+        index_array = self._index_array(indices, weight.shape, out_axis)
         node: Node = LutToDense(Const.packed(index_array, uint_type(opts.n_bits)), lut_node, out_axis)
         if channel_scale is not None:
-            node = self._scaled(node, channel_scale, weight.ndim, out_axis, element_type)
+            node = self._scaled(node, channel_scale, element_type)
         return Encoded(node, self._detail(n_groups, channels, element_type), (note,) if note else ())
 
     def _lut_shape(self, rank: int, out_axis: int, n_groups: int) -> tuple[int, ...]:
         return layout.lut_shape(rank, out_axis, n_groups, 2**self.options.n_bits, self.options.cluster_dim)
 
-    def _cluster(self, weight2d: np.ndarray, n_groups: int, element_type: str,
-                 pool: KernelPool) -> tuple[np.ndarray, np.ndarray]:
+    def _groups(self, values: np.ndarray, out_axis: int, n_groups: int) -> np.ndarray:
+        """What is clustered: (G, n) scalars in storage order, or (G, n, d) vectors of consecutive channels."""
+        unit = self.options.cluster_dim
+        if unit == 1:
+            return layout.group_rows(values, out_axis, n_groups)
+        return layout.vector_rows(layout.channel_major(values, out_axis).astype(np.float32), n_groups, unit)
+
+    def _index_array(self, indices: np.ndarray, shape: tuple[int, ...], out_axis: int) -> np.ndarray:
+        """The (G, n) indices laid out like the weight (one index per vector along the output axis)."""
+        unit = self.options.cluster_dim
+        if unit == 1:
+            return layout.from_group_rows(indices, shape, out_axis)
+        index_shape = list(shape)
+        index_shape[out_axis] //= unit
+        return layout.restore_layout(indices.reshape(index_shape[out_axis], -1), tuple(index_shape), out_axis)
+
+    def _cluster(self, groups: np.ndarray, element_type: str, pool: KernelPool) -> tuple[np.ndarray, np.ndarray]:
         """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8).
 
         Groups are independent, so a weight with many of them is clustered in
@@ -95,20 +105,17 @@ class PalettizeEncoder:
         depend on the number of workers.
         """
         opts = self.options
-        k = 2**opts.n_bits
-        to_storage = _storage_rounding(element_type)
-        if opts.cluster_dim == 1:
-            groups = layout.scalar_rows(weight2d, n_groups)
-            cluster = partial(palettize_rows, k=k, round_decimals=opts.round_decimals, to_storage=to_storage)
-        else:
-            groups = layout.vector_rows(weight2d, n_groups, opts.cluster_dim)
-            cluster = partial(palettize_vectors, k=k, round_decimals=opts.round_decimals, to_storage=to_storage)
+        kernel = palettize_rows if opts.cluster_dim == 1 else palettize_vectors
+        cluster = partial(kernel, k=2**opts.n_bits, round_decimals=opts.round_decimals,
+                          to_storage=_storage_rounding(element_type))
         per_chunk = max(1, _CHUNK_VALUES // (groups[0].size or 1))
-        chunks = [groups[start : start + per_chunk] for start in range(0, n_groups, per_chunk)]
+        chunks = [groups[start : start + per_chunk] for start in range(0, groups.shape[0], per_chunk)]
         results = pool.map(cluster, chunks)
+        if len(results) == 1:
+            return results[0]
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
-    def _quantized_lut(self, weight2d, lut, n_groups, element_type, rank, out_axis) -> tuple[Node, np.ndarray]:
+    def _quantized_lut(self, groups, lut, element_type, rank, out_axis) -> tuple[Node, np.ndarray]:
         """LUT codes with one scale per LUT, and indices re-assigned to the decoded entries."""
         fmt = FORMATS[self.options.lut_dtype.value]
         float_dtype = numpy_dtype(element_type)
@@ -119,19 +126,19 @@ class PalettizeEncoder:
             order = np.argsort(decoded, axis=1, kind="stable")
             codes = np.take_along_axis(codes, order, axis=1)
             decoded = np.take_along_axis(decoded, order, axis=1)
-            indices = nearest_indices(layout.scalar_rows(weight2d, n_groups), decoded)
+            indices = nearest_indices(groups, decoded)
         else:
-            indices = nearest_vectors(layout.vector_rows(weight2d, n_groups, self.options.cluster_dim), decoded)
-        shape = self._lut_shape(rank, out_axis, n_groups)
+            indices = nearest_vectors(groups, decoded)
+        shape = self._lut_shape(rank, out_axis, groups.shape[0])
         node = dequantized(codes.reshape(shape), scale.reshape((*shape[:-2], 1, 1)), fmt, element_type)
         return node, indices
 
     @staticmethod
-    def _scaled(node: Node, channel_scale: np.ndarray, rank: int, out_axis: int, element_type: str) -> Node:
-        shape = layout.channel_param_shape(rank, out_axis, channel_scale.shape[0])
-        dtype = numpy_dtype(element_type)
-        return ShiftScale(node, Const(channel_scale.reshape(shape), element_type),
-                          Const(np.zeros(shape, dtype), element_type), Const(np.zeros(shape, dtype), element_type))
+    def _scaled(node: Node, channel_scale: np.ndarray, element_type: str) -> Node:
+        """``node`` times the per-channel scale (already shaped to broadcast over the weight)."""
+        zeros = np.zeros(channel_scale.shape, numpy_dtype(element_type))
+        return ShiftScale(node, Const(channel_scale, element_type), Const(zeros, element_type),
+                          Const(zeros.copy(), element_type))
 
     def _detail(self, n_groups: int, channels: int, element_type: str) -> str:
         opts = self.options

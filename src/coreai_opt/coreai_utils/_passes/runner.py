@@ -24,7 +24,7 @@ from functools import partial
 import numpy as np
 
 from .. import _ir
-from .._dtypes import FLOAT_TYPES, storage_bytes
+from .._dtypes import FLOAT_TYPES, non_finite_count, storage_bytes
 from .._encoding import Node, decode
 from .._encoding import storage_bytes as encoded_bytes
 from .._pool import KernelPool
@@ -122,9 +122,8 @@ def snr_db(original: np.ndarray, decoded: np.ndarray) -> float:
 
 def _encode_one(load: Callable[[], np.ndarray], role, element_type: str, encoder: Callable, want_snr: bool):
     weight = load()
-    finite = np.isfinite(weight)
-    if not finite.all():
-        bad = int(weight.size - np.count_nonzero(finite))
+    bad = non_finite_count(weight)
+    if bad:
         return Skipped(f"contains {bad} NaN/Inf values; left uncompressed"), None
     outcome = encoder(weight, role, element_type)
     snr = snr_db(weight, decode(outcome.node)) if want_snr and isinstance(outcome, Encoded) else None

@@ -1,0 +1,22 @@
+"""Element-type helpers."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from coreai_opt.coreai_utils._dtypes import non_finite_count
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
+def test_non_finite_count_matches_isfinite_at_the_edges_of_every_float_type(dtype):
+    info = ml_dtypes.finfo(dtype)
+    edges = [0.0, -0.0, float(info.max), -float(info.max), float(info.smallest_subnormal), float(info.tiny), 1.0]
+    values = np.array(edges + [np.nan, -np.nan, np.inf, -np.inf], dtype=dtype)
+    assert non_finite_count(values) == 4 == values.size - np.count_nonzero(np.isfinite(values.astype(np.float32)))
+    assert non_finite_count(values[:7]) == 0
+    assert non_finite_count(values[:0]) == 0
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype) if np.dtype(dtype).itemsize == 2 else None
+    if every is not None:  # every 16-bit pattern
+        assert non_finite_count(every) == every.size - np.count_nonzero(np.isfinite(every.astype(np.float32)))
