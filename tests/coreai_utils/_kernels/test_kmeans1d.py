@@ -182,15 +182,18 @@ def test_short_rows_land_near_the_true_optimum(name, k):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_counting_16_bit_rows_matches_sorting_them(dtype):
+@pytest.mark.parametrize("batch_values", [1 << 19, 20000, 40000])  # all rows at once, one, two at a time
+def test_counting_16_bit_rows_matches_sorting_them(dtype, batch_values, monkeypatch):
     import ml_dtypes
 
     from coreai_opt.coreai_utils._kernels import _local1d, kmeans1d
 
+    monkeypatch.setattr(kmeans1d, "_COUNT_BATCH_VALUES", batch_values)
     numpy_type = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     values = (np.random.default_rng(5).standard_normal((3, 20000)) * 0.05).astype(numpy_type)
     values[0, :5] = [0.0, -0.0, 60000 if dtype == "float16" else 3e38, -1e-7, 1e-7]
-    counted = kmeans1d._code_histogram(kmeans1d._ordered_codes(values), values.dtype)
+    values[2] *= 40  # rows counted together span different codes
+    counted = kmeans1d._code_histogram(values)
     sorted_ = _local1d.histogram(np.sort(values.astype(np.float32), axis=1), compress=True)
     np.testing.assert_array_equal(counted.sizes, sorted_.sizes)
     np.testing.assert_array_equal(counted.values, sorted_.values)

@@ -382,6 +382,7 @@ def _order_table() -> np.ndarray:
 
 
 _ORDER = _order_table()
+_ORDER_INTP = _ORDER.astype(np.intp)  # the same, widened: bincount is several times faster on intp keys
 
 
 def _ordered_codes(values16: np.ndarray) -> np.ndarray:
@@ -408,16 +409,19 @@ def _sorted_code_values(dtype: np.dtype) -> np.ndarray:
 _NEGATIVE_ZERO, _POSITIVE_ZERO = 0x7FFF, 0x8000
 
 
-def _code_histogram(codes: np.ndarray, dtype: np.dtype) -> local.Histogram:
-    """The compressed ``Histogram`` of rows of ordered 16-bit codes (finite values), counted, not sorted.
+#: Values counted at once by ``_code_histogram``: its temporaries (8 bytes per value) then stay in
+#: the CPU caches, which makes counting about 40 % faster than in one pass over a whole chunk.
+_COUNT_BATCH_VALUES = 1 << 19
 
-    Only the codes between the batch's extremes are counted (weights rarely span
-    half the code space), which keeps the count table and its scan small.
-    """
-    rows = codes.shape[0]
-    low = min(int(codes.min()), _NEGATIVE_ZERO)  # both zeros inside, so they can merge
-    span = max(int(codes.max()), _POSITIVE_ZERO) - low + 1
-    keys = codes.astype(np.intp)  # bincount is several times faster on intp than on uint16 input
+
+def _occupied_codes(values16: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(entries per row, occupied ordered codes, their counts) of rows of 16-bit floats, row by row
+    and code by code. Only codes between the rows' extremes are counted (weights rarely span half
+    the code space), which keeps the count table and its scan small."""
+    rows = values16.shape[0]
+    keys = _ORDER_INTP[values16.view(np.uint16)]
+    low = min(int(keys.min()), _NEGATIVE_ZERO)  # both zeros inside, so they can merge
+    span = max(int(keys.max()), _POSITIVE_ZERO) - low + 1
     keys += (np.arange(rows, dtype=np.intp) * span - low)[:, None]
     counts = np.bincount(keys.reshape(-1), minlength=rows * span).reshape(rows, span)
     del keys
@@ -425,15 +429,26 @@ def _code_histogram(codes: np.ndarray, dtype: np.dtype) -> local.Histogram:
     counts[:, _NEGATIVE_ZERO - low] = 0
     occupied = np.flatnonzero(counts.reshape(-1))
     row_of, code = np.divmod(occupied, span)
-    sizes = np.bincount(row_of, minlength=rows)
+    return np.bincount(row_of, minlength=rows), code + low, counts.reshape(-1)[occupied]
+
+
+def _code_histogram(values16: np.ndarray) -> local.Histogram:
+    """The compressed ``Histogram`` of rows of finite 16-bit floats, counted by bit pattern, not
+    sorted, a few rows at a time (``_COUNT_BATCH_VALUES``); each row's entries do not depend on
+    the rows counted with it."""
+    rows = values16.shape[0]
+    batch = max(1, _COUNT_BATCH_VALUES // max(values16.shape[1], 1))
+    parts = [_occupied_codes(values16[start : start + batch]) for start in range(0, rows, batch)]
+    sizes = np.concatenate([part[0] for part in parts])
+    occupied = np.concatenate([part[1] for part in parts])
+    occupied_counts = np.concatenate([part[2] for part in parts])
     width = max(int(sizes.max()), 1)
-    slot = np.arange(occupied.size, dtype=np.int64) - (np.cumsum(sizes) - sizes)[row_of]
-    target = row_of * width + slot
-    values = np.full(rows * width, np.inf, dtype=np.float32)
-    values[target] = _sorted_code_values(dtype)[code + low]
-    entry_counts = np.zeros(rows * width, dtype=np.int64)
-    entry_counts[target] = counts.reshape(-1)[occupied]
-    return local.from_packed(values.reshape(rows, width), entry_counts.reshape(rows, width), sizes)
+    filled = np.arange(width) < sizes[:, None]  # each row's entries first; masks fill in row-major order
+    values = np.full((rows, width), np.inf, dtype=np.float32)
+    values[filled] = _sorted_code_values(values16.dtype)[occupied]
+    entry_counts = np.zeros((rows, width), dtype=np.int64)
+    entry_counts[filled] = occupied_counts
+    return local.from_packed(values, entry_counts, sizes)
 
 
 def _exact_histogram(values: np.ndarray) -> local.Histogram:
@@ -444,7 +459,7 @@ def _exact_histogram(values: np.ndarray) -> local.Histogram:
     the row length only, so a row's result never depends on the rest of its batch.
     """
     if _counted(values):
-        return _code_histogram(_ordered_codes(values), values.dtype)
+        return _code_histogram(values)
     return local.histogram(np.sort(_sortable(values), axis=1), compress=values.dtype.itemsize <= 2)
 
 
