@@ -276,3 +276,15 @@ def test_weights_with_a_trailing_output_axis_group_columns_and_run(name, dtype, 
                                                   to_storage=lambda c: c.astype(dtype).astype(np.float64))
             np.testing.assert_array_equal(lut[group], ref_lut[0])
             np.testing.assert_array_equal(indices[:, columns].T.reshape(-1), ref_indices[0])
+
+
+def test_reports_measure_snr_unless_asked_not_to(small_net_fp32):
+    program = small_net_fp32[0]
+    with collect_reports() as with_snr, collect_reports(snr=False) as without:
+        palettize_weights(program, None)
+    assert with_snr[0] is without[0]  # one report, handed to both collectors
+    with collect_reports(snr=False) as only_without:
+        palettize_weights(program, None)
+    compressed = [w for w in with_snr[0].weights if w.status == "compressed"]
+    assert compressed and all(w.snr_db is not None and w.snr_db > 5 for w in compressed)
+    assert all(w.snr_db is None for w in only_without[0].weights)

@@ -8,8 +8,8 @@ worker, each fed by a thread of this process.
 - Children run ``_pool_child.py`` through ``subprocess``, not ``multiprocessing``:
   forking after threads exist can deadlock, and spawning re-runs the caller's
   ``__main__`` (a script without a main guard would start over in every worker).
-- They start only once a pass has asked for enough work (small programs stay in
-  this process), and only when more than one worker may run.
+- They start only for a pass with enough weight values (``PROCESS_MIN_VALUES``;
+  small programs stay in this process), and only when more than one worker may run.
 - A call gives the same bits in any process (same code, same numpy), so the
   output never depends on where it ran. A child that cannot start or dies is
   replaced by running its calls here; ``failures`` says what happened.

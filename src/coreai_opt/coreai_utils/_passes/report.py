@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-_collectors: contextvars.ContextVar[tuple[list[CompressionReport], ...]] = contextvars.ContextVar(
+#: Active collectors: (their list of reports, whether they want per-weight SNR).
+_collectors: contextvars.ContextVar[tuple[tuple[list[CompressionReport], bool], ...]] = contextvars.ContextVar(
     "coreai_opt_report_collectors", default=()
 )
 #: (weights done, weights total, name of the weight just done) -> None
@@ -105,10 +106,14 @@ class CompressionReport:
 
 
 @contextlib.contextmanager
-def collect_reports() -> Iterator[list[CompressionReport]]:
-    """Collect the report of every pass run inside the ``with`` block (this thread/task)."""
+def collect_reports(snr: bool = True) -> Iterator[list[CompressionReport]]:
+    """Collect the report of every pass run inside the ``with`` block (this thread/task).
+
+    With ``snr`` (the default) each compressed weight's SNR is measured, which decodes
+    every weight once more; ``snr=False`` leaves ``snr_db`` unset and costs nothing.
+    """
     reports: list[CompressionReport] = []
-    token = _collectors.set((*_collectors.get(), reports))
+    token = _collectors.set((*_collectors.get(), (reports, snr)))
     try:
         yield reports
     finally:
@@ -130,12 +135,12 @@ def progress_callback() -> ProgressCallback | None:
     return _progress.get()
 
 
-def reporting_requested() -> bool:
-    """Whether some caller collects reports (so per-weight SNR is worth computing)."""
-    return bool(_collectors.get())
+def snr_requested() -> bool:
+    """Whether some caller collects reports with per-weight SNR."""
+    return any(snr for _, snr in _collectors.get())
 
 
 def publish(report: CompressionReport) -> None:
     """Hand ``report`` to every active collector."""
-    for reports in _collectors.get():
+    for reports, _ in _collectors.get():
         reports.append(report)

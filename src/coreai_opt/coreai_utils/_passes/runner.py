@@ -28,7 +28,7 @@ from .._dtypes import FLOAT_TYPES, non_finite_count, storage_bytes
 from .._encoding import Node, decode
 from .._encoding import storage_bytes as encoded_bytes
 from .._pool import KernelPool
-from .report import CompressionReport, WeightReport, progress_callback, publish, reporting_requested
+from .report import CompressionReport, WeightReport, progress_callback, publish, snr_requested
 
 
 class CompressionWarning(UserWarning):
@@ -215,7 +215,7 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
     blobs = _ir.BlobReader(module.operation, weight_bytes)
     try:
         with KernelPool(workers, sum(c.site.size for c in candidates)) as pool:
-            outcomes = _encode_all(candidates, blobs, partial(encoder, pool=pool), workers, reporting_requested())
+            outcomes = _encode_all(candidates, blobs, partial(encoder, pool=pool), workers, snr_requested())
     finally:
         blobs.close()
     _apply(module, candidates, outcomes)
