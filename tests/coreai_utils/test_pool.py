@@ -176,3 +176,12 @@ def test_a_call_that_does_not_pickle_runs_here():
     with KernelPool(2, ALWAYS) as pool:
         [(pid, doubled)] = pool.map(lambda chunk: (os.getpid(), chunk * 2), [np.ones(2)])
     assert pid == os.getpid() and doubled.tolist() == [2.0, 2.0] and not pool.failures
+
+
+def test_children_run_one_blas_thread_unless_the_caller_chose(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    with KernelPool(2, ALWAYS) as pool:
+        [settings] = pool.map(pool_calls.thread_settings, [None])
+    assert settings == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}

@@ -41,3 +41,8 @@ def die_unless_in(parent_pid: int, values: np.ndarray) -> np.ndarray:
 def sleep_then_double(seconds: float, values: np.ndarray) -> np.ndarray:
     time.sleep(seconds)
     return values * 2
+
+
+def thread_settings(_chunk) -> dict[str, str | None]:
+    """The BLAS/OpenMP thread settings of the process running the call."""
+    return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}

@@ -77,10 +77,16 @@ def receive(stream) -> Any:
     return pickle.loads(data, buffers=[_read_exact(stream, length) for length in lengths])
 
 
-#: glibc otherwise maps and unmaps every large temporary afresh in a young process, paying page
-#: faults for each (the clustering runs about 15 % slower than in a long-lived one); the caller's
-#: own settings win. Other C libraries ignore these.
-_MALLOC_REUSE = {"MALLOC_MMAP_THRESHOLD_": str(1 << 25), "MALLOC_TRIM_THRESHOLD_": str(1 << 28)}
+#: Environment of a child (the caller's own settings win):
+#: - one BLAS/OpenMP thread: each child is one worker already, and BLAS threads of several
+#:   children spinning on the same cores made vector clustering (matrix products) 5x slower;
+#: - glibc keeps large freed blocks for reuse: otherwise it maps and unmaps every large temporary
+#:   afresh in a young process, paying page faults for each (the clustering ran about 15 % slower
+#:   than in a long-lived process). Other C libraries ignore these.
+_CHILD_ENVIRONMENT = {
+    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 25), "MALLOC_TRIM_THRESHOLD_": str(1 << 28),
+}
 _F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's capacity
 _PIPE_BYTES = 1 << 20
 
@@ -104,7 +110,7 @@ class _Child:
             raise OSError("this Python does not know its own executable")
         self.process = subprocess.Popen(
             [sys.executable, _CHILD_SCRIPT, "\n".join(sys.path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env={**_MALLOC_REUSE, **os.environ},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env={**_CHILD_ENVIRONMENT, **os.environ},
         )
         for pipe in (self.process.stdin, self.process.stdout):
             _widen(pipe)
