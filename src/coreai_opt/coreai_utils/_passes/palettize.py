@@ -30,7 +30,7 @@ from .options import PalettizeOptions
 from .runner import Encoded, Skipped
 
 
-#: Values per chunk of groups clustered together (bounds memory, lets threads share one weight).
+#: Values per chunk of groups clustered together (bounds memory, lets worker processes share one weight).
 _CHUNK_VALUES = 1 << 22
 
 
