@@ -82,6 +82,10 @@ def test_compression_table_rows_and_totals():
     totals = fmt.compression_totals(report, 700_000, 100_000).splitlines()
     assert totals[0] == "weights: 2 compressed, 1 skipped; 609.7 kB -> 79.4 kB (7.68x)"
     assert totals[1] == "asset on disk: 700.0 kB -> 100.0 kB (7.00x)"
+    assert len(totals) == 2  # all in this process: no worker line
+    report.worker_processes, report.worker_peak_bytes = 2, 473_108_480
+    assert fmt.compression_totals(report, 700_000, 100_000).splitlines()[2] == \
+        "clustering: 2 worker processes, peak 473.1 MB together"
 
 
 def test_compression_table_without_weights():

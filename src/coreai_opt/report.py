@@ -141,15 +141,21 @@ def compression_table(report) -> str:
 
 
 def compression_totals(report, asset_bytes_before: int, asset_bytes_after: int) -> str:
-    """Two lines: the weights' total size before/after and the asset's size on disk before/after."""
+    """The weights' total size before/after, the asset's size on disk before/after and, when the
+    clustering ran in worker processes, how many and their peak memory."""
     compressed, skipped = len(report.compressed), len(report.skipped)
-    return "\n".join([
+    lines = [
         f"weights: {compressed} compressed, {skipped} skipped; "
         f"{human_bytes(report.bytes_before)} -> {human_bytes(report.bytes_after)} "
         f"({format_ratio(report.bytes_before, report.bytes_after)})",
         f"asset on disk: {human_bytes(asset_bytes_before)} -> {human_bytes(asset_bytes_after)} "
         f"({format_ratio(asset_bytes_before, asset_bytes_after)})",
-    ])
+    ]
+    workers = report.worker_processes
+    if workers:
+        lines.append(f"clustering: {workers} worker process{'es' if workers > 1 else ''}, "
+                     f"peak {human_bytes(report.worker_peak_bytes)} together")
+    return "\n".join(lines)
 
 
 def compression_document(report, *, command: str, input_path: str, output_path: str,
