@@ -62,11 +62,16 @@ def frame(message: Any) -> list:
     return [struct.pack(f"<{2 + len(raws)}Q", len(data), len(raws), *(raw.nbytes for raw in raws)), data, *raws]
 
 
-def send(stream, message: Any, parts: list | None = None) -> None:
-    """Write ``message`` (or its ready ``parts``) as one frame."""
-    for part in parts if parts is not None else frame(message):
+def write_frame(stream, parts: list) -> None:
+    """Write the ``parts`` of one frame (from ``frame``)."""
+    for part in parts:
         stream.write(part)
     stream.flush()
+
+
+def send(stream, message: Any) -> None:
+    """Write ``message`` as one frame."""
+    write_frame(stream, frame(message))
 
 
 def receive(stream) -> Any:
@@ -125,7 +130,7 @@ class _Child:
             if not self._ready:
                 self._expect("ready")
                 self._ready = True
-            send(self.process.stdin, None, request)
+            write_frame(self.process.stdin, request)
             kind, value = receive(self.process.stdout)
         except (OSError, EOFError, pickle.UnpicklingError) as error:
             raise WorkerLost(self._why(error)) from error
