@@ -24,7 +24,9 @@ import numpy as np
 #: from about 64 atoms (measured). The choice must not depend on the batch: the two
 #: methods round differently, so near-ties could resolve differently.
 DENSE_LIMIT = 64
-_DENSE_ROWS = 64
+#: Rows per dense table: about this many (start, end, row) triples, half of them used (about 4 MB).
+_DENSE_TABLE_ENTRIES = 1 << 20
+_TINY = np.finfo(np.float64).tiny
 
 
 @lru_cache(maxsize=64)
@@ -101,45 +103,66 @@ def _layer(previous: np.ndarray, pc: np.ndarray, p1: np.ndarray, p2: np.ndarray,
     return best, start
 
 
-def _dense_starts(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int) -> list[np.ndarray]:
-    """Best start of the last cluster for every layer and end position, from the full cost matrix.
+def _run_costs(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, starts, ends) -> np.ndarray:
+    """SSE of the atoms from ``starts`` up to before ``ends`` (indices into the (M + 1, rows) prefix sums).
 
-    For a few dozen atoms the O(M^2) table costs less than the recursion's
-    bookkeeping: cost[r, i, l] is the SSE of atoms l..i (start last, so each
-    layer's argmin runs over contiguous memory), and each layer is one
-    broadcast add and one argmin over l.
+    Empty runs cost 0: their count is clamped to the smallest normal number and
+    their sum is exactly 0 (equal prefix sums).
     """
-    rows, width = pc.shape
-    size = width - 1
-    count = pc[:, 1:, None] - pc[:, None, :-1]
-    spread = p1[:, 1:, None] - p1[:, None, :-1]
-    cost = p2[:, 1:, None] - p2[:, None, :-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.multiply(spread, spread, out=spread)
-        np.divide(spread, count, out=spread)
+    count = pc[ends] - pc[starts]
+    spread = p1[ends] - p1[starts]
+    cost = p2[ends] - p2[starts]
+    np.maximum(count, _TINY, out=count)
+    np.multiply(spread, spread, out=spread)
+    np.divide(spread, count, out=spread)
     cost -= spread
-    np.copyto(cost, 0.0, where=count <= 0)  # empty runs
-    after_end = np.arange(size)[None, :] > np.arange(size)[:, None]
-    np.copyto(cost, np.inf, where=after_end[None])  # cost[r, i, l]: the last cluster is atoms l..i
-    best = cost[:, :, 0]
-    starts = [np.zeros((rows, size), dtype=np.int32)]
+    return cost
+
+
+def _window(clusters: int, k: int, size: int) -> tuple[int, int]:
+    """Positions [low, high) where the ``clusters``-th of ``k`` clusters over ``size`` atoms may end
+    (and, for its predecessor's end plus one, start): one atom for each earlier and each later cluster."""
+    return clusters - 1, size - (k - clusters)
+
+
+def _dense_partition(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int) -> np.ndarray:
+    """``optimal_partition`` from the full table of run costs, for a few dozen atoms.
+
+    The prefix sums come transposed, (M + 1, rows): rows are the innermost axis,
+    so every step is one contiguous vector operation over rows (with atoms
+    innermost, numpy looped over a few dozen elements at a time and took 2.7
+    times as long). ``costs[l][i - l]`` is the SSE of atoms ``l..i``; layer ``j``
+    keeps only the least costs ``D_j``, and the backtracking recomputes the
+    costs it compares (the same operations, so the same bits) and takes the
+    first minimum, as the divide-and-conquer layer does.
+    """
+    width, rows = pc.shape
+    size = width - 1
+    costs = [_run_costs(pc, p1, p2, start, slice(start + 1, None)) for start in range(size)]
+    best = costs[0]
+    layers = [best]
+    candidate = np.empty((size, rows))
     for clusters in range(2, k + 1):
-        # Backtracking only visits ends that leave one atom for each later cluster, and
-        # starts after one atom for each earlier one: the rest of the table is never read.
-        low, high = clusters - 1, size - (k - clusters)
-        if high <= low:
-            low, high = 0, size
-        previous = np.full((rows, 1, high - low), np.inf)
-        first = max(low, clusters - 1)  # D[l - 1] for l >= clusters - 1
-        previous[:, 0, first - low :] = best[:, first - 1 : high - 1]
-        total_cost = cost[:, low:high, low:high] + previous
-        block_start = np.argmin(total_cost, axis=2)
-        best = np.full((rows, size), np.inf)
-        best[:, low:high] = np.take_along_axis(total_cost, block_start[:, :, None], axis=2)[:, :, 0]
-        start = np.zeros((rows, size), dtype=np.int32)
-        start[:, low:high] = block_start + low
-        starts.append(start)
-    return starts
+        low, high = _window(clusters, k, size)
+        new = np.full((size, rows), np.inf)
+        for start in range(low, high):
+            run = candidate[: high - start]
+            np.add(costs[start][: high - start], best[start - 1], out=run)
+            np.minimum(new[start:high], run, out=new[start:high])
+        best = new
+        layers.append(best)
+    result = np.zeros((rows, k), dtype=np.int64)
+    end = np.full(rows, size - 1)
+    row_index = np.arange(rows)
+    for clusters in range(k, 1, -1):
+        low, high = _window(clusters, k, size)
+        with np.errstate(over="ignore"):  # starts after the end: replaced below
+            total = _run_costs(pc, p1, p2, slice(low, high), (end + 1, row_index))
+        total += layers[clusters - 2][low - 1 : high - 1, row_index]
+        total[np.arange(low, high)[:, None] > end] = np.inf
+        result[:, clusters - 1] = low + np.argmin(total, axis=0)
+        end = result[:, clusters - 1] - 1
+    return result
 
 
 def optimal_partition(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray, k: int) -> np.ndarray:
@@ -147,24 +170,26 @@ def optimal_partition(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray,
 
     ``counts``, ``sums`` and ``squares`` are (rows, M): weight, weighted sum and
     weighted sum of squares of each atom, atoms sorted by value along each row.
-    Atoms of zero count may pad a row at the end.
+    Atoms of zero count may pad a row at the end. Needs ``k <= M``.
     """
     rows, size = counts.shape
+    if not 1 <= k <= size:
+        raise ValueError(f"k must be in [1, {size}] (the number of atoms); got {k}")
     zero = np.zeros((rows, 1))
     pc = np.concatenate([zero, np.cumsum(counts, axis=1)], axis=1)
     p1 = np.concatenate([zero, np.cumsum(sums, axis=1)], axis=1)
     p2 = np.concatenate([zero, np.cumsum(squares, axis=1)], axis=1)
     if size <= DENSE_LIMIT:
-        chunks = [_dense_starts(pc[r : r + _DENSE_ROWS], p1[r : r + _DENSE_ROWS], p2[r : r + _DENSE_ROWS], k)
-                  for r in range(0, rows, _DENSE_ROWS)]
-        starts = [np.concatenate(layer) for layer in zip(*chunks, strict=True)]
-    else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            best = np.where(pc[:, 1:] > 0, p2[:, 1:] - p1[:, 1:] ** 2 / pc[:, 1:], 0.0)
-        starts = [np.zeros((rows, size), dtype=np.int32)]
-        for clusters in range(2, k + 1):
-            best, start = _layer(best, pc, p1, p2, clusters)
-            starts.append(start)
+        chunk = max(1, _DENSE_TABLE_ENTRIES // (size * size))
+        prefix = [np.ascontiguousarray(p.T) for p in (pc, p1, p2)]
+        return np.concatenate([_dense_partition(*(p[:, r : r + chunk] for p in prefix), k)
+                               for r in range(0, rows, chunk)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        best = np.where(pc[:, 1:] > 0, p2[:, 1:] - p1[:, 1:] ** 2 / pc[:, 1:], 0.0)
+    starts = [np.zeros((rows, size), dtype=np.int32)]
+    for clusters in range(2, k + 1):
+        best, start = _layer(best, pc, p1, p2, clusters)
+        starts.append(start)
     result = np.zeros((rows, k), dtype=np.int64)
     end = np.full(rows, size - 1)
     row_index = np.arange(rows)
