@@ -156,3 +156,39 @@ def test_block_larger_than_the_channel_count_skips_with_a_warning(small_net_fp32
         _, report = _sparsify(program, block_size=32)
     statuses = {w.shape: w.status for w in report.weights}
     assert statuses[(16, 8, 3, 3)] == "skipped" and statuses[(48, 64)] == "compressed"
+
+
+def _digest(program) -> list:
+    return [(const.element_type, const.array.tobytes())
+            for kind, found in sorted(weight_expressions(program).items()) for const in constants(found[0])]
+
+
+@pytest.mark.parametrize("options", [dict(quantize_dtype=DType.INT8), dict(palettize_nbits=4)], ids=["int8", "4bit"])
+def test_output_does_not_depend_on_the_threads_that_encode_it(options, small_net_fp32, monkeypatch):
+    """Weights are encoded on one thread per CPU (and, for palettized non-zeros, in worker processes):
+    the result is the same bits as on one thread."""
+    import threading
+
+    from coreai_opt.coreai_utils import _pool, sparsify as sparsify_module
+    from coreai_opt.coreai_utils._passes import runner
+    from coreai_opt.coreai_utils._passes.sparsify import SparsifyEncoder
+
+    program = small_net_fp32[0]
+    monkeypatch.setattr(sparsify_module, "available_cpus", lambda: 1)
+    single = _digest(sparsify_weights(program, **options))
+    threads = set()
+    encode = SparsifyEncoder.__call__
+
+    def recording(self, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(SparsifyEncoder, "__call__", recording)
+    monkeypatch.setattr(sparsify_module, "available_cpus", lambda: 4)
+    monkeypatch.setattr(runner, "available_cpus", lambda: 4)
+    monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", 0)
+    with collect_reports() as reports:
+        several = _digest(sparsify_weights(program, **options))
+    assert several == single and len(single) >= 3
+    assert all(name.startswith("coreai_opt") for name in threads), threads
+    assert (reports[0].worker_processes > 0) == ("palettize_nbits" in options)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._passes.options import SparsifyOptions
-from ._passes.runner import run_pass
+from ._passes.runner import available_cpus, run_pass
 from ._passes.sparsify import SparsifyEncoder
 from ._types import DType
 
@@ -35,7 +35,9 @@ def sparsify_weights(
     ``quantize_dtype`` stores the non-zeros quantized symmetrically (dequantized by
     ``coreai.blockwise_shift_scale``); ``palettize_nbits`` palettizes them with the
     optimal 1-D k-means (``coreai.lut_to_dense``). Weights that cannot be sparsified
-    are left as they are, with a ``CompressionWarning`` naming them.
+    are left as they are, with a ``CompressionWarning`` naming them. Weights are
+    encoded on one thread per available CPU (one weight per task, so the output
+    never depends on it).
 
     Returns the sparsified program: ``coreai_program`` itself when ``in_place``,
     otherwise a copy. Raises ``ValueError`` for invalid arguments and ``TypeError``
@@ -56,4 +58,5 @@ def sparsify_weights(
         options=options.to_dict(),
         threshold=options.weight_num_threshold,
         encoder=SparsifyEncoder(options),
+        workers=available_cpus(),
     )
