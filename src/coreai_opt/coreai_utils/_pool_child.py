@@ -81,6 +81,9 @@ def main() -> None:
     sys.stdout = sys.stderr
     _register_bare_packages()
     _serve(sys.stdin.buffer, replies)
+    replies.close()
+    sys.stderr.flush()
+    os._exit(0)  # nothing left to clean up: skipping interpreter shutdown lets the parent reap at once
 
 
 if __name__ == "__main__":
