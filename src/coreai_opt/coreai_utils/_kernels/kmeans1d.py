@@ -132,6 +132,13 @@ def _uniform_bounds(hist: local.Histogram, rows: np.ndarray, budget: int, n_valu
     return bounds
 
 
+def _bit_length(x: np.ndarray) -> np.ndarray:
+    """Bits needed for each non-negative int32 below 2**24 (0 for 0), from its float32 exponent."""
+    exponent = x.astype(np.float32).view(np.int32) >> 23  # exact: such integers are float32 values
+    exponent -= 126
+    return np.maximum(exponent, 0, out=exponent)
+
+
 def _binned_starts(hist: local.Histogram, rows: np.ndarray, budget: int, finest: int) -> np.ndarray:
     """``_uniform_bounds`` by binning every value: all trials come from one binning.
 
@@ -141,11 +148,18 @@ def _binned_starts(hist: local.Histogram, rows: np.ndarray, budget: int, finest:
     """
     low, high = hist.low(rows)[:, None], hist.high(rows)[:, None]
     span = np.maximum(high - low, np.finfo(np.float64).tiny)
-    values = np.minimum(hist.values[rows].astype(np.float64), high)  # padding joins the last bin
-    index = np.minimum(((values - low) / span * finest).astype(np.int64), finest - 1)
-    # Bits needed for the XOR of neighbouring indices: 0 when they share the finest bin.
-    differ = np.frexp((index[:, 1:] ^ index[:, :-1]).astype(np.float64))[1]
-    per_bits = np.bincount((np.arange(rows.size)[:, None] * 64 + differ).reshape(-1), minlength=rows.size * 64)
+    scaled = hist.values[rows].astype(np.float64)
+    np.minimum(scaled, high, out=scaled)  # padding joins the last bin
+    scaled -= low
+    scaled /= span
+    scaled *= finest
+    assert finest < 1 << 24, finest  # short rows have budgets of at most _SMALL_BUDGET: int32 and float32 exact
+    index = scaled.astype(np.int32)
+    np.minimum(index, finest - 1, out=index)
+    del scaled
+    differ = _bit_length(index[:, 1:] ^ index[:, :-1])  # 0 when neighbours share the finest bin
+    per_bits = np.bincount((np.arange(rows.size, dtype=np.int32)[:, None] * 64 + differ).reshape(-1),
+                           minlength=rows.size * 64)
     above = np.cumsum(per_bits.reshape(rows.size, 64)[:, ::-1], axis=1)[:, ::-1]  # above[:, b]: differ >= b
     atoms = 1 + above[:, 1 : _BIN_TRIALS + 1]  # atoms when the lowest t bits are dropped, t = 0 .. trials - 1
     dropped = np.argmax(atoms <= budget, axis=1)  # the finest trial that fits
