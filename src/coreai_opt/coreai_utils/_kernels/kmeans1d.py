@@ -36,7 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import _local1d as local
-from ._dp1d import DENSE_LIMIT, optimal_partition
+from ._dp1d import optimal_partition
 
 _MAX_ATOMS = 4096
 #: DP work allowed per value of a row, in units of one dense-table entry per layer (the dense DP
@@ -56,7 +56,9 @@ _SMALL_BATCH = 8
 #: Every row gets at least this many atoms per cluster where that fits the dense DP: on short rows
 #: Lloyd iterations cost more per value than a small dense DP, and start farther from the optimum.
 _MIN_ATOMS_PER_CLUSTER = 4
-#: A DP over at least ``DENSE_LIMIT`` and ``_MIN_ATOMS_PER_CLUSTER * k`` atoms, with one atom per at
+#: ... up to this many atoms (k <= 16); beyond, a row gets only the atoms its length pays for.
+_MIN_ATOMS_LIMIT = 64
+#: A DP over at least ``_MIN_ATOMS_LIMIT`` and ``_MIN_ATOMS_PER_CLUSTER * k`` atoms, with one atom per at
 #: most this many values, is the only start (a second one won too rarely to pay for its Lloyd iterations).
 _VALUES_PER_ATOM_ALONE = 32
 
@@ -65,7 +67,7 @@ def dp_atom_budget(n_values: int, k: int) -> int:
     """How many atoms the DP may use for a row of ``n_values`` values (0: no DP).
 
     The DP's work is priced per value of the row, and every row gets at least
-    ``_MIN_ATOMS_PER_CLUSTER * k`` atoms where the dense DP handles that many.
+    ``_MIN_ATOMS_PER_CLUSTER * k`` atoms, up to ``_MIN_ATOMS_LIMIT``.
     """
     long_row = n_values >= _LONG_ROW
     allowed = (_DP_WORK_PER_VALUE_LONG if long_row else _DP_WORK_PER_VALUE) * n_values
@@ -81,7 +83,7 @@ def dp_atom_budget(n_values: int, k: int) -> int:
         budget = size
         size *= 2
     floor = _MIN_ATOMS_PER_CLUSTER * k
-    return max(budget, floor) if floor <= DENSE_LIMIT else budget
+    return max(budget, floor) if floor <= _MIN_ATOMS_LIMIT else budget
 
 
 def _sortable(values: np.ndarray) -> np.ndarray:
@@ -294,7 +296,7 @@ def _starts(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: i
     if budget:
         solved = hist.sizes[rows] <= budget
         starts = [_dp_starts_for(hist, keys, rows, n, k, budget)]
-        if budget < max(_MIN_ATOMS_PER_CLUSTER * k, DENSE_LIMIT) or budget * _VALUES_PER_ATOM_ALONE < n:
+        if budget < max(_MIN_ATOMS_PER_CLUSTER * k, _MIN_ATOMS_LIMIT) or budget * _VALUES_PER_ATOM_ALONE < n:
             starts.append(_companded(hist, rows, k))
         return starts, solved
     # Lloyd's local optima differ a lot between starts on short rows; keep the better of two.
