@@ -76,6 +76,13 @@ def test_degenerate_and_extreme_rows(rows, k, round_decimals):
         assert _sse(rows, lut, indices) == 0.0
 
 
+@pytest.mark.parametrize("shape", [(0, 70000), (0, 5), (3, 0)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_empty_batches_and_rows_give_empty_results(shape, dtype):
+    lut, indices = palettize_rows(np.zeros(shape, dtype), 16)
+    assert lut.shape == (shape[0], 16) and indices.shape == shape and indices.dtype == np.uint8
+
+
 def test_fast_mode_on_float16_weights_above_6_55_stays_finite():
     values = (np.random.default_rng(0).standard_normal((1, 5000)) * 20).astype(np.float16)
     lut, indices = palettize_rows(values, 16, round_decimals=4,

@@ -569,6 +569,8 @@ def palettize_rows(
     if values.ndim != 2 or not 2 <= k <= 256:
         raise ValueError(f"values must be 2-D and k in [2, 256]; got shape {values.shape}, k={k}")
     to_storage = to_storage or (lambda c: np.asarray(c, dtype=np.float64))
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        return np.zeros((values.shape[0], k)), np.zeros(values.shape, dtype=np.uint8)
     hist = _exact_histogram(values)
     keys = hist
     if round_decimals is not None and _rounding_may_fit(hist, round_decimals, dp_atom_budget(values.shape[1], k)):
