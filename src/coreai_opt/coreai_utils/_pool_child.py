@@ -81,8 +81,11 @@ def main() -> None:
     sys.stdout = sys.stderr
     _register_bare_packages()
     _serve(sys.stdin.buffer, replies)
-    replies.close()
-    sys.stderr.flush()
+    try:
+        replies.close()
+        sys.stderr.flush()
+    except OSError:  # the parent went away
+        pass
     os._exit(0)  # nothing left to clean up: skipping interpreter shutdown lets the parent reap at once
 
 

@@ -126,7 +126,7 @@ def _window(clusters: int, k: int, size: int) -> tuple[int, int]:
 
 
 def _dense_partition(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int) -> np.ndarray:
-    """``optimal_partition`` from the full table of run costs, for a few dozen atoms.
+    """``optimal_partition`` from the full table of run costs, for up to ``DENSE_LIMIT`` atoms.
 
     The prefix sums come transposed, (M + 1, rows): rows are the innermost axis,
     so every step is one contiguous vector operation over rows (with atoms
@@ -175,6 +175,8 @@ def optimal_partition(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray,
     rows, size = counts.shape
     if not 1 <= k <= size:
         raise ValueError(f"k must be in [1, {size}] (the number of atoms); got {k}")
+    if rows == 0:
+        return np.zeros((0, k), dtype=np.int64)
     zero = np.zeros((rows, 1))
     pc = np.concatenate([zero, np.cumsum(counts, axis=1)], axis=1)
     p1 = np.concatenate([zero, np.cumsum(sums, axis=1)], axis=1)
