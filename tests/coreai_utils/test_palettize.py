@@ -288,3 +288,57 @@ def test_reports_measure_snr_unless_asked_not_to(small_net_fp32):
     compressed = [w for w in with_snr[0].weights if w.status == "compressed"]
     assert compressed and all(w.snr_db is not None and w.snr_db > 5 for w in compressed)
     assert all(w.snr_db is None for w in only_without[0].weights)
+
+
+def _equal_weights_program():
+    """Six float32 weights, four of one shape and two of another, each an output of its own matmul."""
+    from helpers.authoring import ca, const, program
+
+    rng = np.random.default_rng(11)
+    shapes = [(64, 32)] * 4 + [(48, 32)] * 2
+    weights = [(rng.standard_t(4, shape) * 0.05).astype(np.float32) for shape in shapes]
+    permutation = np.array([1, 0], np.uint32)
+
+    def build(eye):
+        return tuple(ca.batch_matmul(eye, ca.transpose(const(w), permutation)) for w in weights)
+
+    outputs = {f"w{i}": ((32, shape[0]), np.float32) for i, shape in enumerate(shapes)}
+    return program(build, {"eye": ((32, 32), np.float32)}, outputs), {"eye": np.eye(32, dtype=np.float32)}
+
+
+@pytest.mark.parametrize("options", [dict(), dict(n_bits=6, enable_per_channel_scale=True),
+                                     dict(lut_dtype=DType.INT8, n_bits=3)], ids=["4bit", "6bit-pcs", "3bit-int8"])
+def test_per_tensor_weights_of_one_size_are_clustered_together_with_unchanged_results(options, monkeypatch,
+                                                                                       tmp_path):
+    """Equal-sized per-tensor weights share one kernel call; each result is the bits it gets alone,
+    and the program runs to the decoded weights."""
+    from coreai_opt.coreai_utils._encoding import decode
+    from coreai_opt.coreai_utils._passes.palettize import PalettizeEncoder
+
+    program, inputs = _equal_weights_program()
+    lut_dtype = options.pop("lut_dtype", None)
+    batches = []
+    encode_batch = PalettizeEncoder.encode_batch
+
+    def recording(self, weights, *args):
+        batches.append(len(weights))
+        return encode_batch(self, weights, *args)
+
+    monkeypatch.setattr(PalettizeEncoder, "encode_batch", recording)
+    together = palettize_weights(program, lut_dtype, **options)
+    assert sorted(batches) == [2, 4]
+    monkeypatch.setattr(PalettizeEncoder, "batch_key", lambda self, size, element_type: None)
+    batches.clear()
+    alone = palettize_weights(program, lut_dtype, **options)
+    assert batches == [1] * 6
+
+    def digest(compressed):
+        return [(c.element_type, c.array.tobytes()) for e in weight_expressions(compressed)["matmul"]
+                for c in constants(e)]
+
+    assert digest(together) == digest(alone) and len(digest(alone)) >= 12
+    outputs, _ = save_and_run(together, inputs, tmp_path)
+    expected = [decode(e).T for e in weight_expressions(together)["matmul"]]
+    assert len(outputs) == len(expected) == 6
+    for got, want in zip(outputs, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30)

@@ -11,6 +11,7 @@ Decompression graph (innermost first)::
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -45,13 +46,55 @@ def _channel_scales(weight: np.ndarray, out_axis: int, element_type: str) -> np.
     return np.where(scale > 0, scale, np.ones((), scale.dtype))
 
 
+@dataclass
+class _Prepared:
+    """A weight ready to cluster: its groups, and what finishing its graph needs."""
+
+    groups: np.ndarray
+    shape: tuple[int, ...]
+    out_axis: int
+    n_groups: int
+    channel_scale: np.ndarray | None
+    note: str | None
+
+
 class PalettizeEncoder:
-    """Callable turning one weight into its palettized decompression graph."""
+    """Callable turning one weight into its palettized decompression graph.
+
+    Weights that ``batch_key`` gives the same key may be encoded together
+    (``encode_batch``): per-tensor weights of one size are clustered in one
+    kernel call, which pays the DP's and Lloyd's per-call costs once. Groups are
+    clustered independently, so batching never changes a weight's result.
+    """
 
     def __init__(self, options: PalettizeOptions) -> None:
         self.options = options
 
     def __call__(self, weight: np.ndarray, role: Role, element_type: str, pool: KernelPool) -> Encoded | Skipped:
+        return self.encode_batch([weight], [role], element_type, pool)[0]
+
+    def batch_key(self, size: int, element_type: str) -> tuple | None:
+        """Weights with equal keys may share one ``encode_batch`` call (None: encode alone)."""
+        opts = self.options
+        if opts.granularity.value != "per_tensor" or opts.cluster_dim != 1:
+            return None
+        return size, element_type
+
+    def encode_batch(self, weights: list[np.ndarray], roles: list[Role], element_type: str,
+                     pool: KernelPool) -> list[Encoded | Skipped]:
+        """Each weight's outcome; the groups of all of them are clustered in one kernel call."""
+        prepared = [self._prepare(weight, role, element_type) for weight, role in zip(weights, roles, strict=True)]
+        ready = [item for item in prepared if isinstance(item, _Prepared)]
+        if not ready:
+            return prepared
+        groups = ready[0].groups if len(ready) == 1 else np.concatenate([item.groups for item in ready])
+        lut, indices = self._cluster(groups, element_type, pool)
+        ends = np.cumsum([item.n_groups for item in ready])
+        finished = iter([self._finish(item, lut[end - item.n_groups : end], indices[end - item.n_groups : end],
+                                      element_type) for item, end in zip(ready, ends, strict=True)])
+        return [next(finished) if isinstance(item, _Prepared) else item for item in prepared]
+
+    def _prepare(self, weight: np.ndarray, role: Role, element_type: str) -> _Prepared | Skipped:
         opts = self.options
         out_axis = role.out_axis
         channels = weight.shape[out_axis]
@@ -63,19 +106,22 @@ class PalettizeEncoder:
         if opts.enable_per_channel_scale:
             channel_scale = _channel_scales(weight, out_axis, element_type)
             values = (weight.astype(np.float64) / channel_scale).astype(np.float32)
-        groups = self._groups(values, out_axis, n_groups)
+        return _Prepared(self._groups(values, out_axis, n_groups), weight.shape, out_axis, n_groups,
+                         channel_scale, note)
 
-        lut, indices = self._cluster(groups, element_type, pool)
-        lut_node: Node = Const(lut.reshape(self._lut_shape(weight.ndim, out_axis, n_groups)).astype(
+    def _finish(self, item: _Prepared, lut: np.ndarray, indices: np.ndarray, element_type: str) -> Encoded:
+        opts = self.options
+        rank, out_axis = len(item.shape), item.out_axis
+        lut_node: Node = Const(lut.reshape(self._lut_shape(rank, out_axis, item.n_groups)).astype(
             numpy_dtype(element_type)), element_type)
         if opts.lut_dtype is not None:
-            lut_node, indices = self._quantized_lut(groups, lut, element_type, weight.ndim, out_axis)
-
-        index_array = self._index_array(indices, weight.shape, out_axis)
+            lut_node, indices = self._quantized_lut(item.groups, lut, element_type, rank, out_axis)
+        index_array = self._index_array(indices, item.shape, out_axis)
         node: Node = LutToDense(Const.packed(index_array, uint_type(opts.n_bits)), lut_node, out_axis)
-        if channel_scale is not None:
-            node = self._scaled(node, channel_scale, element_type)
-        return Encoded(node, self._detail(n_groups, channels, element_type), (note,) if note else ())
+        if item.channel_scale is not None:
+            node = self._scaled(node, item.channel_scale, element_type)
+        channels = item.shape[out_axis]
+        return Encoded(node, self._detail(item.n_groups, channels, element_type), (item.note,) if item.note else ())
 
     def _lut_shape(self, rank: int, out_axis: int, n_groups: int) -> tuple[int, ...]:
         return layout.lut_shape(rank, out_axis, n_groups, 2**self.options.n_bits, self.options.cluster_dim)

@@ -3,7 +3,8 @@
 1. Select: walk the program's constants; a float constant whose consumers are all
    weight ops and that has more than ``threshold`` elements is a candidate.
 2. Encode: read each candidate and let the pass's encoder turn it into a
-   decompression expression (numpy only, on worker threads, one weight per task,
+   decompression expression (numpy only, on worker threads; a task is one weight
+   or a batch of weights the encoder clusters together, fixed by the program,
    so the result does not depend on the number of workers).
 3. Apply: build every replacement, then swap them in; a failure before the swap
    erases what was built, so the program is never left half-changed.
@@ -19,7 +20,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -52,7 +52,9 @@ class Skipped:
 
 
 #: (weight, role, element type, pool for kernel calls) -> outcome. Must not touch the IR (it runs
-#: on worker threads).
+#: on worker threads). An encoder may also offer ``batch_key(size, element_type)`` and
+#: ``encode_batch(weights, roles, element_type, pool)``: weights with equal keys are then encoded
+#: together (see ``_tasks``).
 Encoder = Callable[[np.ndarray, "_ir.Role", str, KernelPool], "Encoded | Skipped"]
 
 
@@ -120,14 +122,26 @@ def snr_db(original: np.ndarray, decoded: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def _encode_one(load: Callable[[], np.ndarray], role, element_type: str, encoder: Callable, want_snr: bool):
-    weight = load()
-    bad = non_finite_count(weight)
-    if bad:
-        return Skipped(f"contains {bad} NaN/Inf values; left uncompressed"), None
-    outcome = encoder(weight, role, element_type)
-    snr = snr_db(weight, decode(outcome.node)) if want_snr and isinstance(outcome, Encoded) else None
-    return outcome, snr
+def _encode_task(loads: list[Callable[[], np.ndarray]], roles: list, element_type: str, encoder: Encoder,
+                 pool: KernelPool, want_snr: bool) -> list[tuple]:
+    """(outcome, SNR) of each weight of a task: one weight, or a batch the encoder encodes together."""
+    weights = [load() for load in loads]
+    results: list = [None] * len(weights)
+    ready = []
+    for index, weight in enumerate(weights):
+        bad = non_finite_count(weight)
+        if bad:
+            results[index] = Skipped(f"contains {bad} NaN/Inf values; left uncompressed")
+        else:
+            ready.append(index)
+    if len(ready) == 1:
+        results[ready[0]] = encoder(weights[ready[0]], roles[ready[0]], element_type, pool)
+    elif ready:
+        outcomes = encoder.encode_batch([weights[i] for i in ready], [roles[i] for i in ready], element_type, pool)
+        for index, outcome in zip(ready, outcomes, strict=True):
+            results[index] = outcome
+    return [(outcome, snr_db(weight, decode(outcome.node)) if want_snr and isinstance(outcome, Encoded) else None)
+            for weight, outcome in zip(weights, results, strict=True)]
 
 
 def available_cpus() -> int:
@@ -144,38 +158,65 @@ def usable_threads(requested: int) -> int:
     return max(1, min(requested, available_cpus()))
 
 
-def _outcomes(jobs: list, sizes: list[int], encoder: Callable, workers: int, want_snr: bool) -> Iterator:
-    """(job index, outcome) of each job as it finishes; on ``workers`` threads when there is more
-    than one, largest weights first (the longest tasks start first, so none is left running alone
-    at the end). Where a job runs never changes its outcome."""
-    def run(job):
-        return _encode_one(*job, encoder, want_snr)
+#: Values at most in one batch of weights encoded together (bounds the memory a batch holds).
+_BATCH_VALUES = 1 << 23
 
-    if workers <= 1 or len(jobs) <= 1:
-        yield from enumerate(map(run, jobs))
+
+def _tasks(candidates: list[_Candidate], encoder) -> list[list[int]]:
+    """Candidate indices encoded together: weights the encoder's ``batch_key`` groups (up to
+    ``_BATCH_VALUES`` values a batch), every other weight alone. Depends on the program only."""
+    batch_key = getattr(encoder, "batch_key", None)
+    tasks: list[list[int]] = []
+    open_batches: dict = {}
+    for index, candidate in enumerate(candidates):
+        site = candidate.site
+        key = batch_key(site.size, site.element_type) if batch_key is not None else None
+        batch = open_batches.get(key) if key is not None else None
+        if batch is None or (len(batch) + 1) * site.size > _BATCH_VALUES:
+            batch = []
+            tasks.append(batch)
+            if key is not None:
+                open_batches[key] = batch
+        batch.append(index)
+    return tasks
+
+
+def _outcomes(tasks: list[list[int]], sizes: list[int], run: Callable[[list[int]], list], workers: int) -> Iterator:
+    """(candidate index, ``run(task)`` item) of each weight as its task finishes; on ``workers`` threads when
+    there is more than one task, largest tasks first (the longest start first, so none is left running
+    alone at the end). Where a task runs never changes its outcomes."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield from zip(task, run(task))
         return
-    largest_first = sorted(range(len(jobs)), key=lambda index: -sizes[index])
+    largest_first = sorted(range(len(tasks)), key=lambda index: -sizes[index])
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreai_opt") as pool:
-        futures = {pool.submit(run, jobs[index]): index for index in largest_first}
+        futures = {pool.submit(run, tasks[index]): tasks[index] for index in largest_first}
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                yield from zip(futures[future], future.result())
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # do not start the rest after a failure
             raise
 
 
-def _encode_all(candidates: list[_Candidate], blobs, encoder: Callable, workers: int, want_snr: bool) -> list:
+def _encode_all(candidates: list[_Candidate], blobs, encoder: Encoder, pool: KernelPool, workers: int,
+                want_snr: bool) -> list:
     """Each candidate's (outcome, SNR), in candidate order; progress is reported as weights finish."""
-    loaders = [_ir.constant_loader(c.site.op, blobs) for c in candidates]
-    jobs = [(load, c.analysis.role, c.site.element_type) for load, c in zip(loaders, candidates, strict=True)]
-    sizes = [c.site.size for c in candidates]
+    tasks = _tasks(candidates, encoder)
+    loads = [_ir.constant_loader(c.site.op, blobs) for c in candidates]  # reads the IR: here, not on threads
+
+    def run(task: list[int]) -> list:
+        return _encode_task([loads[i] for i in task], [candidates[i].analysis.role for i in task],
+                            candidates[task[0]].site.element_type, encoder, pool, want_snr)
+
+    sizes = [sum(candidates[i].site.size for i in task) for task in tasks]
     progress = progress_callback()
-    results: list = [None] * len(jobs)
-    for done, (index, outcome) in enumerate(_outcomes(jobs, sizes, encoder, workers, want_snr), start=1):
+    results: list = [None] * len(candidates)
+    for done, (index, outcome) in enumerate(_outcomes(tasks, sizes, run, workers), start=1):
         results[index] = outcome
         if progress is not None:
-            progress(done, len(jobs), candidates[index].site.name)
+            progress(done, len(candidates), candidates[index].site.name)
     return results
 
 
@@ -215,7 +256,7 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
     blobs = _ir.BlobReader(module.operation, weight_bytes)
     try:
         with KernelPool(workers, sum(c.site.size for c in candidates)) as pool:
-            outcomes = _encode_all(candidates, blobs, partial(encoder, pool=pool), workers, snr_requested())
+            outcomes = _encode_all(candidates, blobs, encoder, pool, workers, snr_requested())
     finally:
         blobs.close()
     _apply(module, candidates, outcomes)

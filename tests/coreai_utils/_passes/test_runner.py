@@ -1,0 +1,36 @@
+"""How the driver groups weights into tasks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from coreai_opt.coreai_utils._passes import runner
+
+
+def _candidates(*sites):
+    return [SimpleNamespace(site=SimpleNamespace(size=size, element_type=element_type)) for size, element_type in sites]
+
+
+class _BatchBySize:
+    def __call__(self, *args):
+        raise AssertionError("not called here")
+
+    def batch_key(self, size, element_type):
+        return (size, element_type) if size < 1000 else None
+
+
+def test_weights_with_equal_keys_share_a_task_and_others_go_alone():
+    candidates = _candidates((100, "f32"), (200, "f32"), (100, "f32"), (100, "f16"), (5000, "f32"),
+                             (5000, "f32"), (200, "f32"))
+    assert runner._tasks(candidates, _BatchBySize()) == [[0, 2], [1, 6], [3], [4], [5]]
+
+
+def test_batches_stop_at_the_value_cap(monkeypatch):
+    monkeypatch.setattr(runner, "_BATCH_VALUES", 250)
+    candidates = _candidates(*[(100, "f32")] * 5)
+    assert runner._tasks(candidates, _BatchBySize()) == [[0, 1], [2, 3], [4]]
+
+
+def test_encoders_without_batch_keys_encode_weight_by_weight():
+    candidates = _candidates((100, "f32"), (100, "f32"))
+    assert runner._tasks(candidates, lambda *args: None) == [[0], [1]]
