@@ -185,3 +185,55 @@ def test_children_run_one_blas_thread_unless_the_caller_chose(monkeypatch):
     with KernelPool(2, ALWAYS) as pool:
         [settings] = pool.map(pool_calls.thread_settings, [None])
     assert settings == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
+
+
+def test_started_children_boot_before_the_first_call_and_serve_it():
+    with KernelPool(2, ALWAYS) as pool:
+        pool.start()
+        assert pool.processes == 2  # started now, not at the first call
+        started = {child.process.pid for child in pool._children}
+        pids = {pid for pid, _ in pool.map(pool_calls.where_and_what, [None] * 4)}
+        assert pids <= started and pool.processes == 2
+        pool.start()  # once only
+        assert pool.processes == 2
+    assert not pool.failures and len(pool.peak_kb) == 2
+
+
+def test_starting_a_pool_that_stays_in_this_process_starts_nothing():
+    for pool in (KernelPool(2, PROCESS_MIN_VALUES - 1), KernelPool(1, ALWAYS)):
+        with pool:
+            pool.start()
+            [(pid, _)] = pool.map(pool_calls.where_and_what, [None])
+        assert pid == os.getpid() and pool.processes == 0
+
+
+def test_a_started_child_preloads_the_kernels_it_will_run():
+    with KernelPool(2, ALWAYS) as pool:
+        pool.start()
+        [(_, modules)] = pool.map(pool_calls.where_and_what, [None])
+    assert {"coreai_opt.coreai_utils._kernels.kmeans1d", "coreai_opt.coreai_utils._kernels.kmeans_vec"} <= set(modules)
+
+
+def test_only_passes_that_cluster_start_worker_processes(small_net_fp32, monkeypatch):
+    from coreai_opt.coreai_utils import _pool, sparsify_weights
+    from coreai_opt.coreai_utils._passes import runner
+
+    monkeypatch.setattr(runner, "available_cpus", lambda: 2)
+    monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", 0)
+    program = small_net_fp32[0]
+    with collect_reports() as reports:
+        sparsify_weights(program)
+        sparsify_weights(program, palettize_nbits=2)
+        palettize_weights(program, None, num_kmeans_workers=2)
+    assert [report.worker_processes for report in reports] == [0, 2, 2]
+
+
+@pytest.mark.parametrize("idle_seconds", [0.0, 1.0])  # closed while booting, and once ready
+def test_started_children_that_get_no_call_end_at_once_and_quietly(idle_seconds, capfd):
+    with KernelPool(2, ALWAYS) as pool:
+        pool.start()
+        time.sleep(idle_seconds)
+        start = time.perf_counter()
+    assert time.perf_counter() - start < 2.0
+    assert pool.processes == 2 and not pool.failures
+    assert "Traceback" not in capfd.readouterr().err

@@ -158,6 +158,8 @@ class _Child:
     def close(self) -> int:
         """End the process; its peak resident memory in KB (0 when it could not say)."""
         peak = 0
+        if not self._ready and self.process.poll() is None:
+            self.process.kill()  # started ahead but never used: no work to wait for
         try:
             if self.process.poll() is None and self._ready:
                 send(self.process.stdin, None)
@@ -198,6 +200,7 @@ class KernelPool:
         self._executor: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._children: list[_Child] = []
+        self._started: list[_Child] = []  # started by ``start`` and not yet taken by a thread
         self._closing = False
 
     def __enter__(self) -> Self:
@@ -210,6 +213,21 @@ class KernelPool:
     def processes(self) -> int:
         """Child processes started so far."""
         return len(self._children) + len(self.peak_kb)
+
+    def start(self) -> None:
+        """Start the worker processes now (when they will be used), so they boot while the caller
+        reads weights instead of when the first call arrives."""
+        with self._lock:
+            if not self.use_processes or self._closing or self._children:
+                return
+        for _ in range(self.workers):
+            try:
+                child = _Child()
+            except (OSError, ValueError):
+                return  # the threads try again and record why
+            with self._lock:
+                self._children.append(child)
+                self._started.append(child)
 
     def map(self, function: Callable, chunks: Sequence) -> list:
         """``[function(chunk) for chunk in chunks]``, in the worker processes when they are used."""
@@ -249,6 +267,11 @@ class KernelPool:
             return None
         child = getattr(self._local, "child", None)
         if child is None:
+            with self._lock:
+                child = self._started.pop() if self._started else None
+            if child is not None:
+                self._local.child = child
+                return child
             try:
                 child = _Child()
             except (OSError, ValueError) as error:

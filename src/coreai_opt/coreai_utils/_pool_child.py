@@ -19,6 +19,7 @@ import sys
 if __name__ == "__main__":
     sys.path[:] = sys.argv[1].split("\n") if len(sys.argv) > 1 else sys.path[1:]
 
+import importlib
 import os  # only after sys.path is the parent's
 import signal
 import types
@@ -47,9 +48,24 @@ def _peak_kb() -> int:
     return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS
 
 
+#: Imported before reporting ready: a worker is started ahead of its first call, so it loads
+#: numpy and the clustering kernels while the parent is still reading weights.
+_PRELOAD = ("numpy", "coreai_opt.coreai_utils._kernels.kmeans1d", "coreai_opt.coreai_utils._kernels.kmeans_vec",
+            "coreai_opt.coreai_utils._kernels.rounding")
+
+
+def _preload() -> None:
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a call that needs it reports the error itself
+            pass
+
+
 def _serve(requests, replies) -> None:
     from coreai_opt.coreai_utils._pool import receive, send
 
+    _preload()
     send(replies, ("ready", None))
     while True:
         try:
@@ -80,7 +96,10 @@ def main() -> None:
     os.dup2(2, 1)  # anything printed goes to stderr, never into the reply stream
     sys.stdout = sys.stderr
     _register_bare_packages()
-    _serve(sys.stdin.buffer, replies)
+    try:
+        _serve(sys.stdin.buffer, replies)
+    except OSError:  # a reply could not be written: the parent went away or closed the pool unused
+        pass
     try:
         replies.close()
         sys.stderr.flush()

@@ -6,9 +6,11 @@ import io
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coreai_opt.coreai_utils._ir import mlir_module
-from coreai_opt.coreai_utils._ir.bytecode import BytecodeError, FileView, blob_spans
+from coreai_opt.coreai_utils._ir.bytecode import BytecodeError, FileView, WrittenChunks, blob_spans
 
 
 def _bytecode(program) -> bytes:
@@ -42,6 +44,36 @@ def test_reading_through_a_file_gives_the_same_spans(small_net_fp16, tmp_path):
         assert blob_spans(view) == blob_spans(data)
         span = next(iter(blob_spans(data).values()))
         assert view[span.offset : span.offset + span.size] == data[span.offset : span.offset + span.size]
+
+
+def test_kept_chunks_give_the_same_spans_and_blob_views_without_copies(small_net_fp16):
+    program = small_net_fp16[0]
+    data = _bytecode(program)
+    chunks = WrittenChunks()
+    mlir_module(program).operation.write_bytecode(chunks)
+    assert len(chunks) == len(data) and blob_spans(chunks) == blob_spans(data)
+    for span in blob_spans(data).values():
+        view = chunks.view(span.offset, span.size)
+        assert isinstance(view, memoryview)  # each blob arrives as one write
+        assert view == data[span.offset : span.offset + span.size]
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.binary(max_size=12), max_size=8), start=st.integers(-40, 60), stop=st.integers(-40, 60))
+def test_kept_chunks_read_like_the_joined_bytes(parts, start, stop):
+    chunks = WrittenChunks()
+    for part in parts:
+        buffer = bytearray(part)
+        assert chunks.write(buffer) == len(part)
+        buffer[:] = bytes(len(part))  # a writer may reuse its buffer: what was written stays
+    joined = b"".join(parts)
+    assert len(chunks) == len(joined)
+    assert bytes(chunks[start:stop]) == joined[start:stop]
+    if -len(joined) <= start < len(joined):
+        assert chunks[start] == joined[start]
+    else:
+        with pytest.raises(IndexError):
+            chunks[start]
 
 
 @pytest.mark.parametrize("junk", [b"", b"not bytecode at all", b"ML\xefR\x00"])

@@ -244,3 +244,16 @@ def test_assigning_16_bit_rows_by_code_matches_comparing_values(dtype):
     lut[3] = [-3.0, -3.0, -3.0, 0.0, 0.0, 5.0]  # repeated entries: the lowest index wins
     np.testing.assert_array_equal(kmeans1d._nearest_by_code(values, lut),
                                   nearest_indices(values.astype(np.float32), lut))
+
+
+@pytest.mark.parametrize("rows, n, k", [(9, 1 << 14, 64), (12, 20000, 256), (9, 1000, 256), (2, 1 << 14, 256)])
+def test_nearest_indices_of_long_and_short_rows_are_the_nearest_entries(rows, n, k):
+    """Long rows are assigned row by row, short batches by a vectorised search: both give the entry
+    at least distance, the lower one on a tie."""
+    rng = np.random.default_rng(n + k)
+    values = rng.standard_normal((rows, n)).astype(np.float32)
+    lut = np.sort(rng.standard_normal((rows, k)), axis=1)
+    values[:, :k - 1] = ((lut[:, 1:] + lut[:, :-1]) / 2).astype(np.float32)  # near or on midpoints
+    mids = (lut[:, 1:] + lut[:, :-1]) / 2
+    expected = (values.astype(np.float64)[:, :, None] > mids[:, None, :]).sum(axis=2)
+    np.testing.assert_array_equal(nearest_indices(values, lut), expected)

@@ -12,6 +12,7 @@ Format reference: MLIR's ``docs/BytecodeFormat.md``.
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,6 +79,53 @@ class FileView:
                 return False
             done += got
         return True
+
+
+class WrittenChunks:
+    """A write-only stream for ``write_bytecode`` that keeps each written ``bytes`` as it is,
+    then a read-only ``ByteSource`` over them. Copying into one growing buffer (``io.BytesIO``)
+    cost several times the serialisation itself; blobs arrive as one write each, so ``view``
+    of a blob is a zero-copy slice of its chunk."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._starts = [0]  # offset of each chunk, then the total size
+
+    def write(self, data) -> int:
+        chunk = data if type(data) is bytes else bytes(data)  # a reused buffer would change under us
+        self._chunks.append(chunk)
+        self._starts.append(self._starts[-1] + len(chunk))
+        return len(chunk)
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, index: int | slice) -> int | bytes | memoryview:
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(len(self))
+            return self.view(start, max(stop - start, 0))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("bytecode offset out of range")
+        chunk = bisect_right(self._starts, index) - 1
+        return self._chunks[chunk][index - self._starts[chunk]]
+
+    def view(self, start: int, size: int) -> bytes | memoryview:
+        """``size`` bytes from ``start`` (fewer at the end): a view when one chunk holds them all."""
+        stop = min(start + size, len(self))
+        chunk = bisect_right(self._starts, start) - 1
+        if chunk >= len(self._chunks) or stop <= start:
+            return b""
+        if stop <= self._starts[chunk + 1]:
+            base = self._starts[chunk]
+            return memoryview(self._chunks[chunk])[start - base : stop - base]
+        parts = []
+        while start < stop:
+            base, end = self._starts[chunk], self._starts[chunk + 1]
+            parts.append(self._chunks[chunk][start - base : min(stop, end) - base])
+            start, chunk = end, chunk + 1
+        return b"".join(parts)
 
 
 def _read_varint(buf: ByteSource, pos: int) -> tuple[int, int]:

@@ -8,7 +8,6 @@ significant bit of byte 0, which is how the Core AI runtime unpacks them.
 
 from __future__ import annotations
 
-import io
 import itertools
 import re
 import tempfile
@@ -23,7 +22,7 @@ from coreai._compiler import ir
 from .._dtypes import numpy_dtype, sub_byte_bits
 from .._encoding import all_equal_bits
 from .._kernels.pack import pack_bits, unpack_bits
-from .bytecode import FileView, blob_spans
+from .bytecode import FileView, WrittenChunks, blob_spans
 
 _RESOURCE_KEY = re.compile(r"dense_resource<([^>]+)>")
 #: Modules whose weights exceed this many bytes are serialised to a temp file, not memory.
@@ -59,7 +58,7 @@ class BlobReader:
         self._module_op = module_op
         self._weight_bytes = weight_bytes
         self._spans: dict | None = None
-        self._buffer: memoryview | None = None
+        self._buffer: WrittenChunks | None = None
         self._file: Any = None
         self._lock = threading.Lock()
 
@@ -78,16 +77,15 @@ class BlobReader:
             self._file.flush()
             self._spans = blob_spans(FileView(self._file.fileno()))
         else:
-            stream = io.BytesIO()
-            self._module_op.write_bytecode(stream)
-            self._buffer = stream.getbuffer()
+            self._buffer = WrittenChunks()
+            self._module_op.write_bytecode(self._buffer)
             self._spans = blob_spans(self._buffer)
 
     def read(self, key: str) -> bytes | memoryview:
         """The raw bytes of the blob named ``key``."""
         span = self._span(key)
         if self._buffer is not None:
-            return self._buffer[span.offset : span.offset + span.size]
+            return self._buffer.view(span.offset, span.size)
         return FileView(self._file.fileno())[span.offset : span.offset + span.size]
 
     def _span(self, key: str):
@@ -110,9 +108,7 @@ class BlobReader:
 
     def close(self) -> None:
         """Release the serialised copy."""
-        if self._buffer is not None:
-            self._buffer.release()
-            self._buffer = None
+        self._buffer = None
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -324,6 +324,9 @@ def _search(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: i
 
 #: Cells of the grid ``_count_below`` looks values up in: fine enough that few cells hold a midpoint.
 _GRID_CELLS = 1 << 14
+#: Rows at least this long find their nearest entries row by row (``_count_below``, 6-8x faster
+#: there than the vectorised binary search over all rows, which wins on many short rows).
+_LONG_NEAREST = 1 << 14
 
 
 def _count_below(values: np.ndarray, mids: np.ndarray) -> np.ndarray:
@@ -362,7 +365,7 @@ def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
         for j in range(k - 1):
             out += values > mids[:, j : j + 1]
         return out
-    if rows <= _SMALL_BATCH:
+    if rows <= _SMALL_BATCH or values.shape[1] >= _LONG_NEAREST:
         return np.stack([_count_below(values[r], mids[r]) for r in range(rows)]).astype(np.uint8)
     flat = mids.reshape(-1)
     base = (np.arange(rows, dtype=np.int32) * (k - 1))[:, None]

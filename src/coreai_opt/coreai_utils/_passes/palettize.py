@@ -40,10 +40,18 @@ def _storage_rounding(element_type: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _channel_scales(weight: np.ndarray, out_axis: int, element_type: str) -> np.ndarray:
-    """Per-channel max magnitude as stored, shaped to broadcast over ``weight``; 1 where that would be 0."""
+    """Per-channel max magnitude as stored, shaped to broadcast over ``weight``; 1 where that would be 0.
+    (Magnitudes and their maximum are exact in the weight's own type.)"""
     others = tuple(axis for axis in range(weight.ndim) if axis != out_axis)
-    scale = np.max(np.abs(weight.astype(np.float64)), axis=others, keepdims=True).astype(numpy_dtype(element_type))
+    scale = np.max(np.abs(weight), axis=others, keepdims=True).astype(numpy_dtype(element_type))
     return np.where(scale > 0, scale, np.ones((), scale.dtype))
+
+
+def _scaled_values(weight: np.ndarray, channel_scale: np.ndarray) -> np.ndarray:
+    """``weight / channel_scale`` rounded to float32. Dividing in float32 is exact rounding of the
+    true quotient, the same bits as dividing in float64 and rounding (float64 has more than twice
+    float32's precision plus two bits, so the double rounding is harmless)."""
+    return np.divide(weight, channel_scale, dtype=np.float32)
 
 
 @dataclass
@@ -105,7 +113,7 @@ class PalettizeEncoder:
         values = weight  # scalar clustering takes 16-bit weights as they are: they are counted, not sorted
         if opts.enable_per_channel_scale:
             channel_scale = _channel_scales(weight, out_axis, element_type)
-            values = (weight.astype(np.float64) / channel_scale).astype(np.float32)
+            values = _scaled_values(weight, channel_scale)
         return _Prepared(self._groups(values, out_axis, n_groups), weight.shape, out_axis, n_groups,
                          channel_scale, note)
 
@@ -148,13 +156,17 @@ class PalettizeEncoder:
         Groups are independent, so a weight with many of them is clustered in
         fixed-size chunks of groups, spread over the pool's worker processes;
         the chunk boundaries depend on the shape only, so the result does not
-        depend on the number of workers.
+        depend on the number of workers. Per-tensor groups are whole weights (a
+        batch the runner has already bounded) and go in one call: split, a batch
+        would take every worker while a larger weight queued behind it.
         """
         opts = self.options
         kernel = palettize_rows if opts.cluster_dim == 1 else palettize_vectors
         cluster = partial(kernel, k=2**opts.n_bits, round_decimals=opts.round_decimals,
                           to_storage=_storage_rounding(element_type))
         per_chunk = max(1, _CHUNK_VALUES // (groups[0].size or 1))
+        if opts.granularity.value == "per_tensor":
+            per_chunk = groups.shape[0]
         chunks = [groups[start : start + per_chunk] for start in range(0, groups.shape[0], per_chunk)]
         results = pool.map(cluster, chunks)
         if len(results) == 1:

@@ -54,7 +54,8 @@ class Skipped:
 #: (weight, role, element type, pool for kernel calls) -> outcome. Must not touch the IR (it runs
 #: on worker threads). An encoder may also offer ``batch_key(size, element_type)`` and
 #: ``encode_batch(weights, roles, element_type, pool)``: weights with equal keys are then encoded
-#: together (see ``_tasks``).
+#: together (see ``_tasks``). One that never calls ``pool.map`` should say so with ``uses_pool = False``,
+#: so no worker processes are started for it ahead of use.
 Encoder = Callable[[np.ndarray, "_ir.Role", str, KernelPool], "Encoded | Skipped"]
 
 
@@ -256,6 +257,8 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
     blobs = _ir.BlobReader(module.operation, weight_bytes)
     try:
         with KernelPool(workers, sum(c.site.size for c in candidates)) as pool:
+            if getattr(encoder, "uses_pool", True):
+                pool.start()  # the workers boot while the weights are read
             outcomes = _encode_all(candidates, blobs, encoder, pool, workers, snr_requested())
     finally:
         blobs.close()

@@ -41,6 +41,11 @@ class SparsifyEncoder:
     def __init__(self, options: SparsifyOptions) -> None:
         self.options = options
 
+    @property
+    def uses_pool(self) -> bool:
+        """Whether encoding calls the kernel pool (only palettized non-zeros do)."""
+        return self.options.palettize_nbits is not None
+
     def __call__(self, weight: np.ndarray, role: Role, element_type: str, pool: KernelPool) -> Encoded | Skipped:
         keep = self._keep_mask(weight, role)
         if isinstance(keep, Skipped):

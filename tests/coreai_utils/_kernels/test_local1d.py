@@ -1,0 +1,24 @@
+"""Local search helpers: the row-by-row and vectorised searches count alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coreai_opt.coreai_utils._kernels import _local1d as local
+
+
+@pytest.mark.parametrize("rows", [1, 8, 9, 32, 33, 64])
+@pytest.mark.parametrize("points", [15, 63, 64, 255])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_search_sorted_counts_entries_at_or_below_each_point_on_every_path(rows, points, dtype):
+    rng = np.random.default_rng(rows * 1000 + points)
+    entries = np.sort(rng.standard_normal((rows + 3, 700)).round(2).astype(dtype), axis=1)
+    listed = rng.permutation(rows + 3)[:rows]
+    targets = np.sort(rng.standard_normal((rows, points)), axis=1)
+    targets[:, ::5] = entries[listed, ::(700 // points) or 1][:, : targets[:, ::5].shape[1]]  # on entries
+    expected = np.stack([np.searchsorted(entries[r].astype(np.float64), t, side="right")
+                         for r, t in zip(listed, targets)])
+    np.testing.assert_array_equal(local.search_sorted(entries, listed, targets), expected)
+    guess = np.clip(expected + rng.integers(-2, 3, expected.shape), 0, 700)
+    np.testing.assert_array_equal(local.search_sorted(entries, listed, targets, guess), expected)
