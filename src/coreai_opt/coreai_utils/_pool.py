@@ -263,25 +263,29 @@ class KernelPool:
         return function(chunk)
 
     def _child(self) -> _Child | None:
+        """This thread's worker process: its own, else one started ahead, else a new one (None once lost)."""
         if getattr(self._local, "lost", False):
             return None
         child = getattr(self._local, "child", None)
         if child is None:
+            child = self._local.child = self._take_started() or self._new_child()
+        return child
+
+    def _take_started(self) -> _Child | None:
+        with self._lock:
+            return self._started.pop() if self._started else None
+
+    def _new_child(self) -> _Child | None:
+        """A new worker process for this thread; None (recorded, and this thread stops trying) if it cannot start."""
+        try:
+            child = _Child()
+        except (OSError, ValueError) as error:
+            self._local.lost = True
             with self._lock:
-                child = self._started.pop() if self._started else None
-            if child is not None:
-                self._local.child = child
-                return child
-            try:
-                child = _Child()
-            except (OSError, ValueError) as error:
-                self._local.lost = True
-                with self._lock:
-                    self.failures.append(f"could not start a worker process ({error}); clustering ran in this process")
-                return None
-            self._local.child = child
-            with self._lock:
-                self._children.append(child)
+                self.failures.append(f"could not start a worker process ({error}); clustering ran in this process")
+            return None
+        with self._lock:
+            self._children.append(child)
         return child
 
     def close(self, cancel: bool = False) -> None:

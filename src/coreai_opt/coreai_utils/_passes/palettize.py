@@ -164,9 +164,10 @@ class PalettizeEncoder:
         kernel = palettize_rows if opts.cluster_dim == 1 else palettize_vectors
         cluster = partial(kernel, k=2**opts.n_bits, round_decimals=opts.round_decimals,
                           to_storage=_storage_rounding(element_type))
-        per_chunk = max(1, _CHUNK_VALUES // (groups[0].size or 1))
         if opts.granularity.value == "per_tensor":
             per_chunk = groups.shape[0]
+        else:
+            per_chunk = max(1, _CHUNK_VALUES // (groups[0].size or 1))
         chunks = [groups[start : start + per_chunk] for start in range(0, groups.shape[0], per_chunk)]
         results = pool.map(cluster, chunks)
         if len(results) == 1:
