@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from coreai_opt.coreai_utils._dtypes import non_finite_count
+from coreai_opt.coreai_utils._dtypes import _SCAN_BLOCK, non_finite_count
 
 
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
@@ -20,3 +20,12 @@ def test_non_finite_count_matches_isfinite_at_the_edges_of_every_float_type(dtyp
     every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype) if np.dtype(dtype).itemsize == 2 else None
     if every is not None:  # every 16-bit pattern
         assert non_finite_count(every) == every.size - np.count_nonzero(np.isfinite(every.astype(np.float32)))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
+def test_non_finite_count_scans_every_block_of_large_and_strided_weights(dtype):
+    values = np.zeros((3 * _SCAN_BLOCK + 4,), dtype=dtype)
+    values[[0, _SCAN_BLOCK - 1, _SCAN_BLOCK, 2 * _SCAN_BLOCK + 7, values.size - 1]] = [np.nan, np.inf, -np.inf, np.nan, -np.nan]
+    assert non_finite_count(values) == 5
+    assert non_finite_count(values.reshape(-1, 4)[:, ::-1]) == 5  # a strided view
+    assert non_finite_count(values.reshape(-1, 4)[:, 1:]) == 3  # column 0 held positions 0 and _SCAN_BLOCK

@@ -37,16 +37,31 @@ FLOAT_TYPES = frozenset({"f32", "f16", "bf16"})
 _EXPONENT_MASKS = {np.dtype(np.float16): 0x7C00, np.dtype(ml_dtypes.bfloat16): 0x7F80}
 
 
+#: Values scanned at a time by ``non_finite_count``: its temporary stays in the CPU caches (about
+#: twice as fast as one pass over a large weight, which writes and re-reads a temporary as large).
+_SCAN_BLOCK = 1 << 16
+
+
 def non_finite_count(values: np.ndarray) -> int:
     """How many of ``values`` are NaN or infinite (16-bit floats judged by their bits, which
     numpy tests several times faster than ``isfinite`` converts them)."""
+    flat = values.reshape(-1)
     mask = _EXPONENT_MASKS.get(values.dtype)
     if mask is None:
-        return int(values.size - np.count_nonzero(np.isfinite(values)))
-    magnitude = np.bitwise_and(values.view(np.uint16), np.uint16(0x7FFF))
-    if magnitude.size == 0 or magnitude.max() < mask:
-        return 0
-    return int(np.count_nonzero(magnitude >= mask))
+        return sum(int(block.size - np.count_nonzero(np.isfinite(block))) for block in _blocks(flat))
+    bits = flat.view(np.uint16)
+    magnitude = np.empty(min(bits.size, _SCAN_BLOCK), np.uint16)
+    count = 0
+    for block in _blocks(bits):
+        scanned = magnitude[: block.size]
+        np.bitwise_and(block, np.uint16(0x7FFF), out=scanned)
+        if scanned.max() >= mask:
+            count += int(np.count_nonzero(scanned >= mask))
+    return count
+
+
+def _blocks(flat: np.ndarray):
+    return (flat[start : start + _SCAN_BLOCK] for start in range(0, flat.size, _SCAN_BLOCK))
 
 
 def sub_byte_bits(element_type: str) -> int | None:

@@ -90,7 +90,7 @@ def receive(stream) -> Any:
 #:   than in a long-lived process). Other C libraries ignore these.
 _CHILD_ENVIRONMENT = {
     "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
-    "MALLOC_MMAP_THRESHOLD_": str(1 << 25), "MALLOC_TRIM_THRESHOLD_": str(1 << 28),
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32),
 }
 _F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's capacity
 _PIPE_BYTES = 1 << 20

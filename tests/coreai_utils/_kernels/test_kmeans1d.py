@@ -209,6 +209,25 @@ def test_short_rows_land_near_the_true_optimum(name, k):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_ordered_codes_of_every_bit_pattern_sort_like_the_values_and_invert(dtype):
+    import ml_dtypes
+
+    from coreai_opt.coreai_utils._kernels import kmeans1d
+
+    numpy_type = np.dtype(np.float16 if dtype == "float16" else ml_dtypes.bfloat16)
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(numpy_type).reshape(4, -1)
+    codes = kmeans1d._ordered_codes(every)
+    assert codes.dtype == np.uint16 and codes.shape == every.shape
+    assert np.unique(codes).size == 1 << 16  # one code per bit pattern
+    np.testing.assert_array_equal(kmeans1d._code_values(numpy_type)[codes].view(np.uint16), every.view(np.uint16))
+    finite = np.isfinite(every.astype(np.float32)).reshape(-1)
+    by_code = every.reshape(-1)[finite][np.argsort(codes.reshape(-1)[finite], kind="stable")].astype(np.float32)
+    assert np.all(np.diff(by_code) >= 0)  # finite values in code order are sorted (-0 just below +0)
+    strided = every[:, ::3]
+    np.testing.assert_array_equal(kmeans1d._ordered_codes(strided), codes[:, ::3])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("batch_values", [1 << 19, 20000, 40000])  # all rows at once, one, two at a time
 def test_counting_16_bit_rows_matches_sorting_them(dtype, batch_values, monkeypatch):
     import ml_dtypes

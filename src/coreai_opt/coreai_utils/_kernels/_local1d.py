@@ -46,7 +46,7 @@ class Histogram:
     """
 
     values: np.ndarray  # (rows, m), float32 or float64
-    counts: np.ndarray  # (rows, m + 1) int64: values before each position
+    counts: np.ndarray | None  # (rows, m + 1) int64: values before each position (None when unit: the positions)
     sums: np.ndarray  # (rows, m + 1) float64: sum of the values before each position
     sizes: np.ndarray  # (rows,) entries per row
     unit: bool = False  # one entry per value (counts are positions)
@@ -81,10 +81,7 @@ def histogram(sorted_rows: np.ndarray, compress: bool = True) -> Histogram:
     """
     rows, n = sorted_rows.shape
     if not compress:
-        counts = np.broadcast_to(np.arange(n + 1, dtype=np.int64), (rows, n + 1))
-        sums = np.zeros((rows, n + 1))
-        np.cumsum(sorted_rows, axis=1, dtype=np.float64, out=sums[:, 1:])
-        return Histogram(sorted_rows, counts, sums, np.full(rows, n, dtype=np.int64), unit=True)
+        return Histogram(sorted_rows, None, _running_sums(sorted_rows), np.full(rows, n, dtype=np.int64), unit=True)
     new = np.ones((rows, n), dtype=bool)
     new[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
     starts = np.flatnonzero(new)  # flat positions where a new distinct value begins
@@ -102,6 +99,33 @@ def histogram(sorted_rows: np.ndarray, compress: bool = True) -> Histogram:
     counts = np.zeros(rows * width, dtype=np.int64)
     counts[slot] = ends - starts
     return from_packed(values.reshape(rows, width), counts.reshape(rows, width), sizes)
+
+
+#: Values widened to float64 at a time by ``_running_sums`` (a whole-tensor row would need a copy as large as its sums).
+_WIDEN_BLOCK = 1 << 18
+
+
+def _running_sums(sorted_rows: np.ndarray) -> np.ndarray:
+    """(rows, n + 1) float64 running sums of each row, 0 first, added left to right.
+
+    Block by block: each block is widened into place and summed on from the
+    previous total, so the additions (and bits) are those of one ``np.cumsum``.
+    """
+    rows, n = sorted_rows.shape
+    sums = np.zeros((rows, n + 1))
+    for start in range(0, n, _WIDEN_BLOCK):
+        block = sums[:, 1 + start : 1 + min(n, start + _WIDEN_BLOCK)]
+        block[...] = sorted_rows[:, start : start + _WIDEN_BLOCK]
+        block[:, 0] += sums[:, start]
+        np.cumsum(block, axis=1, out=block)
+    return sums
+
+
+def running_counts(hist: Histogram, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """How many values of each listed row lie before each of its ``positions`` (rows, p)."""
+    if hist.unit:
+        return positions.astype(np.int64, copy=False)
+    return hist.counts.reshape(-1)[(rows.astype(np.int64) * (hist.width + 1))[:, None] + positions]
 
 
 def from_entries(values: np.ndarray, counts: np.ndarray) -> Histogram:
