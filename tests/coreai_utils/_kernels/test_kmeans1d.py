@@ -42,6 +42,32 @@ def test_optimal_when_the_row_fits_the_dp(data):
     assert _sse(row, lut, indices) <= expected * (1 + 1e-6) + 1e-9
 
 
+def test_long_rows_start_from_capped_atoms_unless_their_values_fit_the_budget(monkeypatch):
+    """A whole-tensor row of distinct values starts from a DP over at most 128 atoms per cluster;
+    one whose few distinct values fit the (larger) budget is still solved exactly."""
+    from coreai_opt.coreai_utils._kernels import kmeans1d
+
+    used = []
+    original = kmeans1d._dp_starts
+    monkeypatch.setattr(kmeans1d, "_dp_starts", lambda hist, rows, k, atoms, n: (
+        used.append(atoms), original(hist, rows, k, atoms, n))[1])
+    rng = np.random.default_rng(3)
+    n, k = kmeans1d._LONG_ROW, 4
+    distinct = rng.standard_normal((1, n)).astype(np.float32)
+    few = rng.choice(np.unique(rng.standard_normal(3000).astype(np.float16)), (1, n))  # counted: entries merge
+    budget = dp_atom_budget(n, k)
+    assert budget >= 3000 > kmeans1d._ATOMS_PER_CLUSTER_LIMIT * k
+    palettize_rows(distinct, k)
+    lut, indices = palettize_rows(few, k)
+    assert used == [kmeans1d._ATOMS_PER_CLUSTER_LIMIT * k, budget]
+    values, counts = np.unique(few[0].astype(np.float64), return_counts=True)
+    v, c = values.astype(np.float64), counts.astype(np.float64)
+    bounds = [*optimal_partition(c[None], (c * v)[None], (c * v * v)[None], k)[0], v.size]
+    optimum = sum(float((c[a:b] * (v[a:b] - (c[a:b] * v[a:b]).sum() / c[a:b].sum()) ** 2).sum())
+                  for a, b in zip(bounds[:-1], bounds[1:]))
+    assert _sse(few, lut, indices) <= optimum * (1 + 1e-9)
+
+
 def _weighted_optimum(counts, k):
     values = np.array(sorted(counts), dtype=np.float64)
     weights = np.array([counts[v] for v in sorted(counts)], dtype=np.float64)

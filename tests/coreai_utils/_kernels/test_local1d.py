@@ -20,5 +20,9 @@ def test_search_sorted_counts_entries_at_or_below_each_point_on_every_path(rows,
     expected = np.stack([np.searchsorted(entries[r].astype(np.float64), t, side="right")
                          for r, t in zip(listed, targets)])
     np.testing.assert_array_equal(local.search_sorted(entries, listed, targets), expected)
-    guess = np.clip(expected + rng.integers(-2, 3, expected.shape), 0, 700)
-    np.testing.assert_array_equal(local.search_sorted(entries, listed, targets, guess), expected)
+    for reach in (2, local._NEAR, 40, 700):  # guesses inside the window around them, at its edges, far off
+        guess = np.clip(expected + rng.integers(-reach, reach + 1, expected.shape), 0, 700)
+        np.testing.assert_array_equal(local.search_sorted(entries, listed, targets, guess), expected)
+    np.testing.assert_array_equal(local.search_sorted(entries, listed, targets, np.zeros_like(expected)), expected)
+    np.testing.assert_array_equal(local.search_sorted(entries, listed, targets, np.full_like(expected, 700)),
+                                  expected)

@@ -174,10 +174,12 @@ def round_down(points: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.where(above, np.nextafter(narrow, dtype.type(-np.inf)), narrow)
 
 
-def _search(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, n: int) -> np.ndarray:
-    """Branchless binary search: how many of the n sorted values at ``flat[base:]`` are <= each threshold."""
+def _search(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, n) -> np.ndarray:
+    """Branchless binary search: how many of the n sorted values at ``flat[base:]`` are <= each threshold
+    (``n`` a number, or an array with one length per threshold)."""
     position = np.zeros(thresholds.shape, dtype=np.int64)
-    step = 1 << (n.bit_length() - 1)
+    longest = int(np.max(n, initial=0))
+    step = 1 << (longest.bit_length() - 1) if longest else 0
     while step:
         candidate = position + step
         value = flat[base + np.minimum(candidate, n) - 1]
@@ -186,11 +188,33 @@ def _search(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, n: int) 
     return position
 
 
+#: Entries on either side of a stale guess searched first: between Lloyd iterations most cluster
+#: edges move by a few entries (k = 256 on 147 k-value rows: 92 % of the moved ones by <= 16).
+_NEAR = 16
+
+
+def _search_near(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, guess: np.ndarray,
+                 n: int) -> np.ndarray:
+    """``_search`` for thresholds whose answer is probably within ``_NEAR`` entries of ``guess``:
+    a short search inside that window where it holds the answer, a full one elsewhere."""
+    low, high = np.maximum(guess - _NEAR, 0), np.minimum(guess + _NEAR, n)
+    inside = (low == 0) | (flat[base + np.maximum(low - 1, 0)] <= thresholds)
+    inside &= (high == n) | (flat[base + np.minimum(high, n - 1)] > thresholds)
+    result = np.empty(thresholds.shape, dtype=np.int64)
+    result[inside] = low[inside] + _search(flat, base[inside] + low[inside], thresholds[inside],
+                                           high[inside] - low[inside])
+    far = ~inside
+    if far.any():
+        result[far] = _search(flat, base[far], thresholds[far], n)
+    return result
+
+
 def search_sorted(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
                   guess: np.ndarray | None = None) -> np.ndarray:
     """For each listed row, how many of its sorted entries are <= each point: (len(rows), p) int64.
 
-    ``guess`` (same shape) holds earlier answers; only the ones that changed are searched.
+    ``guess`` (same shape) holds earlier answers; only the ones that changed are searched,
+    near their guess first.
     """
     n = sorted_rows.shape[1]
     if rows.size <= _SMALL_BATCH or (rows.size <= _FEW_ROWS and points.shape[1] <= _FEW_POINTS):
@@ -206,7 +230,7 @@ def search_sorted(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
     result = guess.copy()
     stale = ~still
     if stale.any():
-        result[stale] = _search(flat, base[stale], thresholds[stale], n)
+        result[stale] = _search_near(flat, base[stale], thresholds[stale], guess[stale], n)
     return result
 
 
