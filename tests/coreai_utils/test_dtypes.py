@@ -25,7 +25,8 @@ def test_non_finite_count_matches_isfinite_at_the_edges_of_every_float_type(dtyp
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
 def test_non_finite_count_scans_every_block_of_large_and_strided_weights(dtype):
     values = np.zeros((3 * _SCAN_BLOCK + 4,), dtype=dtype)
-    values[[0, _SCAN_BLOCK - 1, _SCAN_BLOCK, 2 * _SCAN_BLOCK + 7, values.size - 1]] = [np.nan, np.inf, -np.inf, np.nan, -np.nan]
+    where = [0, _SCAN_BLOCK - 1, _SCAN_BLOCK, 2 * _SCAN_BLOCK + 7, values.size - 1]
+    values[where] = [np.nan, np.inf, -np.inf, np.nan, -np.nan]
     assert non_finite_count(values) == 5
     assert non_finite_count(values.reshape(-1, 4)[:, ::-1]) == 5  # a strided view
     assert non_finite_count(values.reshape(-1, 4)[:, 1:]) == 3  # column 0 held positions 0 and _SCAN_BLOCK

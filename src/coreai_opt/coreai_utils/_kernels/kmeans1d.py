@@ -14,7 +14,7 @@ Each row of ``values`` is one group with its own LUT of ``k`` entries.
 3. Other rows try several starts: the DP optimum over atoms of the exact
    values (equal-width bins, so outliers get atoms of their own, merged with
    equal-count bins, so the bulk gets narrow ones: the DP lands next to the
-   true optimum) and centroids at the quantiles of the cube root of the row's
+   true optimum; at most 128 atoms per cluster) and centroids at the quantiles of the cube root of the row's
    histogram (the asymptotically optimal density of levels). Every row gets at
    least ``4 k`` atoms while that fits the small dense DP (k <= 16): on short
    rows Lloyd iterations cost more than the DP and stop farther from the
