@@ -67,19 +67,6 @@ class FileView:
             return b"".join(chunks)
         return os.pread(self._fd, 1, index)[0]
 
-    def read_into(self, start: int, out: memoryview) -> bool:
-        """Fill ``out`` with the bytes from ``start`` straight from the file (no intermediate copy);
-        False where the OS has no ``preadv`` or the file ends first."""
-        if not hasattr(os, "preadv"):
-            return False
-        done = 0
-        while done < len(out):
-            got = os.preadv(self._fd, [out[done:]], start + done)
-            if got <= 0:
-                return False
-            done += got
-        return True
-
 
 class WrittenChunks:
     """A write-only stream for ``write_bytecode`` that keeps each written ``bytes`` as it is,

@@ -9,6 +9,7 @@ significant bit of byte 0, which is how the Core AI runtime unpacks them.
 from __future__ import annotations
 
 import itertools
+import mmap
 import re
 import tempfile
 import threading
@@ -97,14 +98,21 @@ class BlobReader:
             raise KeyError(f"resource blob {key!r} not found in the module") from None
 
     def read_array(self, key: str, shape: tuple[int, ...], element_type: str) -> np.ndarray:
-        """The blob named ``key`` as a new array (read from the file straight into it where possible)."""
+        """The blob named ``key`` as a read-only array: a view of the serialised bytes where the
+        blob holds whole elements (no copy; from the temp file, a mapping of just this blob, so
+        its pages are released with the array), else a new array (sub-byte types are unpacked)."""
         span = self._span(key)
-        if self._file is not None and not sub_byte_bits(element_type):
-            out = np.empty(shape, numpy_dtype(element_type))
-            if span.size == out.nbytes and FileView(self._file.fileno()).read_into(
-                    span.offset, memoryview(out.reshape(-1).view(np.uint8))):
-                return out
-        return _blob_to_array(self.read(key), shape, element_type)
+        dtype = numpy_dtype(element_type)
+        count = int(np.prod(shape, dtype=np.int64))
+        if sub_byte_bits(element_type) or span.size < count * dtype.itemsize:
+            return _blob_to_array(self.read(key), shape, element_type)
+        if self._file is None:
+            source, offset = self._buffer.view(span.offset, span.size), 0
+        else:
+            source, offset = _mapped(self._file.fileno(), span.offset, span.size)
+            if source is None:
+                return _blob_to_array(self.read(key), shape, element_type)
+        return np.frombuffer(source, dtype=dtype, count=count, offset=offset).reshape(shape)
 
     def close(self) -> None:
         """Release the serialised copy."""
@@ -113,6 +121,16 @@ class BlobReader:
             self._file.close()
             self._file = None
         self._spans = None
+
+
+def _mapped(fd: int, offset: int, size: int) -> tuple[mmap.mmap | None, int]:
+    """A read-only mapping of the pages holding ``size`` bytes at ``offset`` of a file, and where
+    those bytes start in it; (None, 0) where the file cannot be mapped."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        return mmap.mmap(fd, offset + size - start, offset=start, access=mmap.ACCESS_READ), offset - start
+    except (OSError, ValueError):
+        return None, 0
 
 
 def _blob_to_array(raw: bytes | memoryview, shape: tuple[int, ...], element_type: str) -> np.ndarray:
@@ -147,7 +165,7 @@ def constant_loader(op: ir.Operation, blobs: BlobReader) -> Callable[[], np.ndar
 
 
 def read_constant(op: ir.Operation, blobs: BlobReader) -> np.ndarray:
-    """The value of a ``coreai.constant`` as a new numpy array."""
+    """The value of a ``coreai.constant`` as a numpy array (read-only where it views the serialised blob)."""
     attr = op.attributes["value"]
     ttype = ir.RankedTensorType(attr.type)
     shape = tuple(ttype.shape)
