@@ -222,6 +222,31 @@ def test_workers_share_a_module_serialised_to_disk(small_net_fp32, monkeypatch):
     assert results[0] == results[1]
 
 
+def test_a_blob_streamed_to_the_wrong_weight_makes_the_pass_encode_again(small_net_fp32, monkeypatch):
+    from coreai_opt.coreai_utils import _ir
+    from coreai_opt.coreai_utils._passes import runner
+
+    program, _, _ = small_net_fp32
+    reference = weight_expressions(palettize_weights(program, None, granularity=G.PER_CHANNEL, num_kmeans_workers=1))
+    monkeypatch.setattr(runner, "available_cpus", lambda: 64)
+    real = _ir.resource_blobs
+
+    def misplaced(module):  # the first blob written is announced as the second one
+        (_, first_size), (second, _), *_ = real(module)
+        return [(second, first_size)]
+
+    monkeypatch.setattr(_ir, "resource_blobs", misplaced)
+    passes = []
+    encode_all = runner._encode_all
+    monkeypatch.setattr(runner, "_encode_all", lambda *args, **kwargs: (passes.append(kwargs.get("stream", True)),
+                                                                        encode_all(*args, **kwargs))[1])
+    compressed = palettize_weights(program, None, granularity=G.PER_CHANNEL, num_kmeans_workers=4)
+    assert passes == [True, False]  # streamed, then encoded again from the written module
+    expressions = weight_expressions(compressed)
+    assert [c.array.tobytes() for kind in sorted(expressions) for c in constants(expressions[kind][0])] == \
+        [c.array.tobytes() for kind in sorted(reference) for c in constants(reference[kind][0])]
+
+
 # A weight stored (in, out), read by a matmul directly: its output axis is the last, so each group
 # of output channels is a block of columns, clustered in storage order without a transpose.
 _COLUMN_CONFIGS = {

@@ -129,3 +129,101 @@ def test_concurrent_first_reads_serialise_the_module_once(small_net_fp32, monkey
     for name, value in expected.items():
         np.testing.assert_array_equal(got[name], value)
     reader.close()
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["in-memory", "temporary-file"])
+def test_streamed_reads_get_each_blob_while_the_module_is_still_being_written(small_net_fp32, on_disk, monkeypatch):
+    import threading
+
+    from coreai_opt.coreai_utils._ir import constants, iter_constants, mlir_module, resource_blobs
+
+    module = mlir_module(small_net_fp32[0])
+    sites = [s for s in iter_constants(module) if s.is_resource]
+    expected = {constants._resource_key(s.op.attributes["value"]): read_constant(s.op, BlobReader(module.operation, 0))
+                for s in sites}
+    if on_disk:
+        monkeypatch.setattr(constants, "_IN_MEMORY_LIMIT", -1)
+    blobs = resource_blobs(module)
+    assert [key for key, _ in blobs] == list(expected) and len(blobs) >= 2
+    first = blobs[0][0]
+    reader = BlobReader(module.operation, 10**12)
+    reader.stream(blobs)
+    read = threading.Event()
+    arrive = BlobReader._arrive
+
+    def arrive_and_wait(self, key, span):  # the writer waits until the first blob has been read
+        arrive(self, key, span)
+        if key == first:
+            assert read.wait(30)
+
+    monkeypatch.setattr(BlobReader, "_arrive", arrive_and_wait)
+    seen = {}
+
+    def read_all():
+        for key, value in expected.items():
+            seen[key] = (reader.read_array(key, value.shape, "f32").copy(), reader._finished)
+            if key == first:
+                read.set()
+
+    thread = threading.Thread(target=read_all)
+    thread.start()
+    reader.load()
+    thread.join(30)
+    assert not reader.mispredicted
+    assert seen[first][1] is False, "the first blob was read before the module was fully written"
+    for key, value in expected.items():
+        np.testing.assert_array_equal(seen[key][0], value)
+    reader.close()
+
+
+def test_a_misplaced_streamed_blob_is_reported(small_net_fp32):
+    from coreai_opt.coreai_utils._ir import mlir_module, resource_blobs
+
+    module = mlir_module(small_net_fp32[0])
+    (first, first_size), (second, _), *_ = resource_blobs(module)
+    reader = BlobReader(module.operation, 0)
+    reader.stream([(second, first_size)])  # claims the first blob written is the second one
+    reader.load()
+    assert reader.mispredicted
+    assert reader._span(second) == reader._spans[second] != reader._arrived[second]  # then the real place
+    reader.close()
+
+
+def test_readers_waiting_for_a_stream_that_fails_get_an_error():
+    import threading
+
+    class Failing:
+        def write_bytecode(self, sink):
+            sink.write(b"\0" * 3)
+            raise OSError("disk full")
+
+    reader = BlobReader(Failing(), 0)
+    reader.stream([("resource_1", 8)])
+    errors = []
+
+    def read():
+        try:
+            reader.read_array("resource_1", (2,), "f32")
+        except RuntimeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    with pytest.raises(OSError, match="disk full"):
+        reader.load()
+    thread.join(30)
+    assert not thread.is_alive() and len(errors) == 1 and "could not be serialised" in str(errors[0])
+
+
+def test_a_closed_reader_reads_again_by_serialising_anew(small_net_fp32):
+    from coreai_opt.coreai_utils._ir import iter_constants, mlir_module, resource_blobs
+
+    module = mlir_module(small_net_fp32[0])
+    site = next(s for s in iter_constants(module) if s.is_resource)
+    reader = BlobReader(module.operation, 0)
+    reader.stream(resource_blobs(module))
+    reader.load()
+    before = read_constant(site.op, reader).copy()
+    reader.close()
+    np.testing.assert_array_equal(read_constant(site.op, reader), before)  # no wait for a stream that is over
+    reader.close()

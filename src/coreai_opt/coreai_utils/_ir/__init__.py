@@ -7,7 +7,7 @@ import copy
 from coreai._compiler import ir
 from coreai.authoring import AIProgram
 
-from .constants import BlobReader, constant_loader, read_constant
+from .constants import BlobReader, constant_loader, read_constant, resource_blobs
 from .emit import ProgramEditor
 from .graph import WEIGHT_OPS, ConstantSite, Role, RoleAnalysis, analyse_role, iter_constants
 
@@ -26,6 +26,7 @@ __all__ = [
     "iter_constants",
     "mlir_module",
     "read_constant",
+    "resource_blobs",
 ]
 
 

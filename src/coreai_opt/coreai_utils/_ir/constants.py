@@ -20,10 +20,10 @@ import numpy as np
 
 from coreai._compiler import ir
 
-from .._dtypes import numpy_dtype, sub_byte_bits
+from .._dtypes import numpy_dtype, storage_bytes, sub_byte_bits
 from .._encoding import all_equal_bits
 from .._kernels.pack import pack_bits, unpack_bits
-from .bytecode import FileView, WrittenChunks, blob_spans
+from .bytecode import BlobSpan, FileView, WrittenChunks, blob_spans
 
 _RESOURCE_KEY = re.compile(r"dense_resource<([^>]+)>")
 #: Modules whose weights exceed this many bytes are serialised to a temp file, not memory.
@@ -49,10 +49,12 @@ def tensor_type(shape: tuple[int, ...], element_type: str) -> ir.RankedTensorTyp
 
 
 class BlobReader:
-    """Reads ``dense_resource`` blobs of one module, serialising it once on first use.
+    """Reads ``dense_resource`` blobs of one module, serialising it once.
 
     Reads are thread-safe; the one serialisation touches the IR, so ``load`` it on
-    the thread that owns the module before handing reads to other threads.
+    the thread that owns the module before handing reads to other threads, or call
+    ``stream`` first: then reads on other threads wait for ``load`` to write their
+    blob and go on as soon as it is written.
     """
 
     def __init__(self, module_op: ir.Operation, weight_bytes: int) -> None:
@@ -62,25 +64,49 @@ class BlobReader:
         self._buffer: WrittenChunks | None = None
         self._file: Any = None
         self._lock = threading.Lock()
+        self._expected: list[tuple[str, int]] = []
+        self._arrived: dict[str, BlobSpan] = {}
+        self._news = threading.Condition()
+        self._finished = False
+        self.mispredicted = False
+
+    def stream(self, expected: list[tuple[str, int]]) -> None:
+        """Let reads of the ``expected`` blobs ((key, bytes) in the order the module lists them)
+        proceed while ``load`` writes the module: the writer is assumed to write blobs in that
+        order, one write each, which is checked once all is written (``mispredicted``: a read may
+        have been given the wrong bytes). Call before other threads read."""
+        self._expected = [(key, size) for key, size in expected if size > 0]
 
     def load(self) -> None:
         """Serialise the module now, if not done yet."""
         with self._lock:
-            if self._spans is None:
+            if self._spans is None and not self._finished:
                 self._serialise()
 
     def _serialise(self) -> None:
-        if self._weight_bytes > _IN_MEMORY_LIMIT:
-            # Large modules go to disk and are read blob by blob, so the serialised
-            # copy never sits in memory next to the module itself.
-            self._file = tempfile.TemporaryFile(prefix="coreai_opt_")
-            self._module_op.write_bytecode(self._file)
-            self._file.flush()
-            self._spans = blob_spans(FileView(self._file.fileno()))
-        else:
-            self._buffer = WrittenChunks()
-            self._module_op.write_bytecode(self._buffer)
-            self._spans = blob_spans(self._buffer)
+        try:
+            if self._weight_bytes > _IN_MEMORY_LIMIT:
+                # Large modules go to disk and are read blob by blob, so the serialised
+                # copy never sits in memory next to the module itself.
+                self._file = tempfile.TemporaryFile(prefix="coreai_opt_")
+                sink = self._file
+            else:
+                self._buffer = sink = WrittenChunks()
+            self._module_op.write_bytecode(_Announcer(sink, self._expected, self._arrive) if self._expected else sink)
+            if self._file is not None:
+                self._file.flush()
+            spans = blob_spans(self._buffer if self._file is None else FileView(self._file.fileno()))
+            self.mispredicted = any(spans.get(key) != span for key, span in self._arrived.items())
+            self._spans = spans
+        finally:
+            with self._news:
+                self._finished = True
+                self._news.notify_all()
+
+    def _arrive(self, key: str, span: BlobSpan) -> None:
+        with self._news:
+            self._arrived[key] = span
+            self._news.notify_all()
 
     def read(self, key: str) -> bytes | memoryview:
         """The raw bytes of the blob named ``key``."""
@@ -89,9 +115,16 @@ class BlobReader:
             return self._buffer.view(span.offset, span.size)
         return FileView(self._file.fileno())[span.offset : span.offset + span.size]
 
-    def _span(self, key: str):
-        if self._spans is None:
+    def _span(self, key: str) -> BlobSpan:
+        if not self._expected:
             self.load()
+        with self._news:
+            while not self._finished and key not in self._arrived:
+                self._news.wait()
+            if not self._finished:
+                return self._arrived[key]  # as written: checked when all is written
+        if self._spans is None:
+            raise RuntimeError("the module could not be serialised to read its weights")
         try:
             return self._spans[key]
         except KeyError:
@@ -115,12 +148,37 @@ class BlobReader:
         return np.frombuffer(source, dtype=dtype, count=count, offset=offset).reshape(shape)
 
     def close(self) -> None:
-        """Release the serialised copy."""
+        """Release the serialised copy (a later read serialises the module again)."""
         self._buffer = None
         if self._file is not None:
             self._file.close()
             self._file = None
         self._spans = None
+        self._expected, self._arrived, self._finished = [], {}, False
+
+
+class _Announcer:
+    """A bytecode sink that forwards every write and announces each expected blob as it is written:
+    the next expected one, when a write has exactly its size (a blob is one write)."""
+
+    def __init__(self, sink, expected: list[tuple[str, int]], arrive: Callable[[str, BlobSpan], None]) -> None:
+        self._sink, self._expected, self._arrive = sink, expected, arrive
+        self._next = 0
+        self._offset = 0
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        written = self._sink.write(data)
+        offset, self._offset = self._offset, self._offset + size
+        if self._next < len(self._expected) and size == self._expected[self._next][1]:
+            self.flush()  # readable where the reader looks (the temp file) before it is announced
+            self._arrive(self._expected[self._next][0], BlobSpan(offset, size))
+            self._next += 1
+        return written
+
+    def flush(self) -> None:
+        if hasattr(self._sink, "flush"):
+            self._sink.flush()
 
 
 def _mapped(fd: int, offset: int, size: int) -> tuple[mmap.mmap | None, int]:
@@ -151,7 +209,8 @@ def _resource_key(attr: ir.Attribute) -> str:
 def constant_loader(op: ir.Operation, blobs: BlobReader) -> Callable[[], np.ndarray]:
     """A function returning the constant's value that touches no IR, so it can run on any thread.
 
-    Inline values are read now (they are small); blob values are read when called.
+    Inline values are read now (they are small); blob values are read when called (``load``
+    or ``stream`` the reader on the module's thread first).
     """
     attr = op.attributes["value"]
     if not ir.DenseResourceElementsAttr.isinstance(attr):
@@ -160,7 +219,6 @@ def constant_loader(op: ir.Operation, blobs: BlobReader) -> Callable[[], np.ndar
     ttype = ir.RankedTensorType(attr.type)
     shape, element_type = tuple(ttype.shape), str(ttype.element_type)
     key = _resource_key(attr)
-    blobs.load()
     return lambda: blobs.read_array(key, shape, element_type)
 
 
@@ -236,3 +294,16 @@ def _element_attr(value: Any, element_type: str) -> ir.Attribute:
     if element_type == "i1":
         return ir.IntegerAttr.get(etype, int(bool(value)))
     return ir.IntegerAttr.get(etype, int(value))
+
+
+def resource_blobs(module: ir.Module) -> list[tuple[str, int]]:
+    """(key, bytes) of the blob of every resource constant, in program order (the order the
+    bytecode writer writes them in; ``BlobReader.stream`` checks that)."""
+    from .graph import iter_constants
+
+    blobs: dict[str, int] = {}
+    for site in iter_constants(module):
+        if site.is_resource:  # a blob shared by several constants is written once, at its first use
+            count = int(np.prod(site.shape, dtype=np.int64))
+            blobs.setdefault(_resource_key(site.op.attributes["value"]), storage_bytes(count, site.element_type))
+    return list(blobs.items())

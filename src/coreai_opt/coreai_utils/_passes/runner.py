@@ -182,11 +182,19 @@ def _tasks(candidates: list[_Candidate], encoder) -> list[list[int]]:
     return tasks
 
 
-def _outcomes(tasks: list[list[int]], sizes: list[int], run: Callable[[list[int]], list], workers: int) -> Iterator:
+def _threaded(tasks: list[list[int]], workers: int) -> bool:
+    """Whether ``_outcomes`` runs the tasks on threads of their own."""
+    return workers > 1 and len(tasks) > 1
+
+
+def _outcomes(tasks: list[list[int]], sizes: list[int], run: Callable[[list[int]], list], workers: int,
+              meanwhile: Callable[[], None]) -> Iterator:
     """(candidate index, ``run(task)`` item) of each weight as its task finishes; on ``workers`` threads when
     there is more than one task, largest tasks first (the longest start first, so none is left running
-    alone at the end). Where a task runs never changes its outcomes."""
-    if workers <= 1 or len(tasks) <= 1:
+    alone at the end). ``meanwhile`` runs on this thread: once the tasks are started, or first when
+    they run here. Where a task runs never changes its outcomes."""
+    if not _threaded(tasks, workers):
+        meanwhile()
         for task in tasks:
             yield from zip(task, run(task))
         return
@@ -194,6 +202,7 @@ def _outcomes(tasks: list[list[int]], sizes: list[int], run: Callable[[list[int]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreai_opt") as pool:
         futures = {pool.submit(run, tasks[index]): tasks[index] for index in largest_first}
         try:
+            meanwhile()
             for future in as_completed(futures):
                 yield from zip(futures[future], future.result())
         except BaseException:
@@ -201,10 +210,19 @@ def _outcomes(tasks: list[list[int]], sizes: list[int], run: Callable[[list[int]
             raise
 
 
-def _encode_all(candidates: list[_Candidate], blobs, encoder: Encoder, pool: KernelPool, workers: int,
-                want_snr: bool) -> list:
-    """Each candidate's (outcome, SNR), in candidate order; progress is reported as weights finish."""
+def _encode_all(module, candidates: list[_Candidate], blobs, encoder: Encoder, pool: KernelPool, workers: int,
+                want_snr: bool, stream: bool = True) -> list:
+    """Each candidate's (outcome, SNR), in candidate order; progress is reported as weights finish.
+
+    With threads, the weights are read as the module is serialised (``BlobReader.stream``): a
+    weight's encoding starts once its blob is written, not once the whole module is. Should a
+    blob not be where the writer was expected to put it, everything is encoded again from the
+    serialised module (never seen so far; the outcomes would not depend on it).
+    """
     tasks = _tasks(candidates, encoder)
+    streamed = stream and _threaded(tasks, workers)
+    if streamed:
+        blobs.stream(_ir.resource_blobs(module))
     loads = [_ir.constant_loader(c.site.op, blobs) for c in candidates]  # reads the IR: here, not on threads
 
     def run(task: list[int]) -> list:
@@ -214,10 +232,12 @@ def _encode_all(candidates: list[_Candidate], blobs, encoder: Encoder, pool: Ker
     sizes = [sum(candidates[i].site.size for i in task) for task in tasks]
     progress = progress_callback()
     results: list = [None] * len(candidates)
-    for done, (index, outcome) in enumerate(_outcomes(tasks, sizes, run, workers), start=1):
+    for done, (index, outcome) in enumerate(_outcomes(tasks, sizes, run, workers, blobs.load), start=1):
         results[index] = outcome
         if progress is not None:
             progress(done, len(candidates), candidates[index].site.name)
+    if streamed and blobs.mispredicted:
+        return _encode_all(module, candidates, blobs, encoder, pool, workers, want_snr, stream=False)
     return results
 
 
@@ -259,7 +279,7 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
         with KernelPool(workers, sum(c.site.size for c in candidates)) as pool:
             if getattr(encoder, "uses_pool", True):
                 pool.start()  # the workers boot while the weights are read
-            outcomes = _encode_all(candidates, blobs, encoder, pool, workers, snr_requested())
+            outcomes = _encode_all(module, candidates, blobs, encoder, pool, workers, snr_requested())
     finally:
         blobs.close()
     _apply(module, candidates, outcomes)
