@@ -187,6 +187,15 @@ def _search(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, n) -> np
     return position
 
 
+def _answer_within(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, low: np.ndarray, high: np.ndarray,
+                   n: int) -> np.ndarray:
+    """Whether the count of the n sorted values at ``flat[base:]`` that are <= each threshold lies in
+    [low, high]: the value before ``low`` is <= it and the value at ``high`` is above it."""
+    within = (low == 0) | (flat[base + np.maximum(low - 1, 0)] <= thresholds)
+    within &= (high == n) | (flat[base + np.minimum(high, n - 1)] > thresholds)
+    return within
+
+
 #: Entries on either side of a stale guess searched first: between Lloyd iterations most cluster
 #: edges move by a few entries (k = 256 on 147 k-value rows: 92 % of the moved ones by <= 16).
 _NEAR = 16
@@ -197,8 +206,7 @@ def _search_near(flat: np.ndarray, base: np.ndarray, thresholds: np.ndarray, gue
     """``_search`` for thresholds whose answer is probably within ``_NEAR`` entries of ``guess``:
     a short search inside that window where it holds the answer, a full one elsewhere."""
     low, high = np.maximum(guess - _NEAR, 0), np.minimum(guess + _NEAR, n)
-    inside = (low == 0) | (flat[base + np.maximum(low - 1, 0)] <= thresholds)
-    inside &= (high == n) | (flat[base + np.minimum(high, n - 1)] > thresholds)
+    inside = _answer_within(flat, base, thresholds, low, high, n)
     result = np.empty(thresholds.shape, dtype=np.int64)
     result[inside] = low[inside] + _search(flat, base[inside] + low[inside], thresholds[inside],
                                            high[inside] - low[inside])
@@ -224,8 +232,7 @@ def search_sorted(sorted_rows: np.ndarray, rows: np.ndarray, points: np.ndarray,
     base = np.broadcast_to((rows.astype(np.int64) * n)[:, None], points.shape)
     if guess is None:
         return _search(flat, base, thresholds, n)
-    still = (guess == 0) | (flat[base + np.maximum(guess - 1, 0)] <= thresholds)
-    still &= (guess == n) | (flat[base + np.minimum(guess, n - 1)] > thresholds)
+    still = _answer_within(flat, base, thresholds, guess, guess, n)
     result = guess.copy()
     stale = ~still
     if stale.any():
