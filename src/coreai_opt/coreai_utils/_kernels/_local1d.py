@@ -410,14 +410,15 @@ def lloyd_filled(hist: Histogram, rows, centroids, rounds: int = 4):
     return centroids, counts, edges
 
 
-def improve(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, squares: np.ndarray):
+def improve(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, squares: np.ndarray | None):
     """Lloyd plus merge/split moves while they pay, for the listed rows: (centroids, cluster counts).
 
-    ``squares`` is each listed row's sum of squares, to judge gains against its error.
+    ``squares`` is each listed row's sum of squares, to judge gains against its
+    error; None makes no moves.
     """
     centroids, counts, edges = lloyd_filled(hist, rows, centroids)
     active = np.arange(rows.size)
-    for _ in range(_MAX_MOVES):
+    for _ in range(_MAX_MOVES if squares is not None else 0):
         gain, left, right = _best_splits(hist, rows[active], edges[active], centroids[active])
         merge = _merge_costs(counts[active], centroids[active])
         error = np.maximum(squares[active] - between_sum(counts[active], centroids[active]), 0.0)

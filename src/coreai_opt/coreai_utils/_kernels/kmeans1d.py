@@ -21,7 +21,9 @@ Each row of ``values`` is one group with its own LUT of ``k`` entries.
    optimum, and a DP over atoms this fine is the only start. Rows with no DP
    (short rows, k >= 32) try companded and evenly spaced centroids. Lloyd
    iterations and merge/split moves (``_local1d``) improve each start, and the
-   best result per row is kept.
+   best result per row is kept. A lone DP start gets Lloyd iterations only:
+   moves almost never pay there (on 14 of 48,966 MiniLM per-channel rows at
+   k = 16, for 5e-6 of the SSE) and took a fifth of the time.
 4. Fit to the exact values: store the centroids (``to_storage``), replace each
    entry by the stored value nearest the mean of the exact values it wins (this
    never increases the error), and assign every value to its nearest entry.
@@ -327,7 +329,8 @@ def _search(hist: local.Histogram, keys: local.Histogram, rows: np.ndarray, n: i
     open_rows = np.flatnonzero(~solved)
     if open_rows.size == 0:
         return best
-    squares = hist.squares(rows[open_rows])
+    moves = len(starts) > 1  # a lone DP start gets Lloyd iterations only
+    squares = hist.squares(rows[open_rows]) if moves else None
     score = np.full(rows.size, -np.inf)
     for start in starts:
         candidate, counts = local.improve(hist, rows[open_rows], start[open_rows], squares)
@@ -355,7 +358,7 @@ def _count_below(values: np.ndarray, mids: np.ndarray) -> np.ndarray:
     """
     low, high = float(mids[0]), float(mids[-1])
     scale = _GRID_CELLS / (high - low) if high > low else np.inf
-    if not scale < np.finfo(np.float32).max:
+    if not scale < float(np.finfo(np.float32).max):
         return np.searchsorted(mids, values, side="left")
     edges = low + np.arange(-1, _GRID_CELLS) / scale  # each cell's previous edge
     below = np.searchsorted(mids, edges, side="left").astype(np.int16 if mids.size < 1 << 15 else np.int32)
