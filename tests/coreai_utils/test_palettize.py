@@ -352,7 +352,7 @@ def test_per_tensor_weights_of_one_size_are_clustered_together_with_unchanged_re
     monkeypatch.setattr(PalettizeEncoder, "encode_batch", recording)
     together = palettize_weights(program, lut_dtype, **options)
     assert sorted(batches) == [2, 4]
-    monkeypatch.setattr(PalettizeEncoder, "batch_key", lambda self, size, element_type: None)
+    monkeypatch.setattr(PalettizeEncoder, "batch_key", lambda self, shape, role, element_type: None)
     batches.clear()
     alone = palettize_weights(program, lut_dtype, **options)
     assert batches == [1] * 6

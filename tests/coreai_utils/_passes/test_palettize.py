@@ -35,14 +35,21 @@ class _RecordingPool:
         return [function(chunk) for chunk in chunks]
 
 
-@pytest.mark.parametrize("granularity, expected", [
-    ("per_tensor", [[(6, 1 << 20)]]),  # a batch of whole weights is one call, whichever its size
-    ("per_channel", [[(4, 1 << 20), (2, 1 << 20)]]),  # groups of one weight: fixed-size chunks
+@pytest.mark.parametrize("granularity, shape, expected", [
+    ("per_tensor", (6, 8192), [6]),  # a batch of whole weights is one call, whichever its size
+    ("per_channel", (40, 64), [16, 16, 8]),  # short groups: chunks of _CHUNK_VALUES values
+    ("per_channel", (10, 512), [4, 4, 2]),  # longer ones: at least _CHUNK_GROUPS groups ...
+    ("per_channel", (5, 2048), [2, 2, 1]),  # ... up to _MAX_CHUNK_VALUES values
+    ("per_channel", (3, 8192), [1, 1, 1]),  # and at least one group
 ])
-def test_groups_go_to_the_kernel_in_chunks_of_whole_weights_or_fixed_size(granularity, expected, monkeypatch):
+def test_groups_go_to_the_kernel_in_chunks_of_whole_weights_or_fixed_size(granularity, shape, expected, monkeypatch):
     monkeypatch.setattr(palettize, "palettize_rows", lambda chunk, **_: (np.zeros((chunk.shape[0], 4)),
                                                                          np.zeros(chunk.shape, np.uint8)))
+    monkeypatch.setattr(palettize, "_CHUNK_VALUES", 1024)
+    monkeypatch.setattr(palettize, "_CHUNK_GROUPS", 4)
+    monkeypatch.setattr(palettize, "_MAX_CHUNK_VALUES", 4096)
     encoder = palettize.PalettizeEncoder(PalettizeOptions(n_bits=2, granularity=CompressionGranularity(granularity)))
     pool = _RecordingPool()
-    lut, indices = encoder._cluster(np.zeros((6, 1 << 20), np.float32), "f32", pool)
-    assert pool.chunks == expected and lut.shape == (6, 4) and indices.shape == (6, 1 << 20)
+    lut, indices = encoder._cluster(np.zeros(shape, np.float32), "f32", pool)
+    assert pool.chunks == [[(rows, shape[1]) for rows in expected]]
+    assert lut.shape == (shape[0], 4) and indices.shape == shape

@@ -52,7 +52,7 @@ class Skipped:
 
 
 #: (weight, role, element type, pool for kernel calls) -> outcome. Must not touch the IR (it runs
-#: on worker threads). An encoder may also offer ``batch_key(size, element_type)`` and
+#: on worker threads). An encoder may also offer ``batch_key(shape, role, element_type)`` and
 #: ``encode_batch(weights, roles, element_type, pool)``: weights with equal keys are then encoded
 #: together (see ``_tasks``). One that never calls ``pool.map`` should say so with ``uses_pool = False``,
 #: so no worker processes are started for it ahead of use.
@@ -168,17 +168,17 @@ def _tasks(candidates: list[_Candidate], encoder) -> list[list[int]]:
     ``_BATCH_VALUES`` values a batch), every other weight alone. Depends on the program only."""
     batch_key = getattr(encoder, "batch_key", None)
     tasks: list[list[int]] = []
-    open_batches: dict = {}
+    open_batches: dict = {}  # key -> (its open batch, values in it)
     for index, candidate in enumerate(candidates):
         site = candidate.site
-        key = batch_key(site.size, site.element_type) if batch_key is not None else None
-        batch = open_batches.get(key) if key is not None else None
-        if batch is None or (len(batch) + 1) * site.size > _BATCH_VALUES:
-            batch = []
+        key = batch_key(site.shape, candidate.analysis.role, site.element_type) if batch_key is not None else None
+        batch, values = open_batches.get(key, (None, 0)) if key is not None else (None, 0)
+        if batch is None or values + site.size > _BATCH_VALUES:
+            batch, values = [], 0
             tasks.append(batch)
-            if key is not None:
-                open_batches[key] = batch
         batch.append(index)
+        if key is not None:
+            open_batches[key] = (batch, values + site.size)
     return tasks
 
 
