@@ -23,3 +23,21 @@ def test_group_rows_hold_each_groups_values_and_invert(shape, out_axis, n_groups
 def test_group_rows_of_a_leading_output_axis_are_a_view():
     weight = np.zeros((8, 5))
     assert np.shares_memory(layout.group_rows(weight, 0, 4), weight)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.uint8])
+@pytest.mark.parametrize("tile_bytes", [1, 64, 1 << 18])
+def test_group_rows_copied_in_tiles_match_the_elementwise_transpose(dtype, tile_bytes, monkeypatch):
+    """Runs move as opaque items a tile of rows at a time (several tiles, the last one short, or
+    one); read-only and non-contiguous weights too."""
+    monkeypatch.setattr(layout, "_TILE_BYTES", tile_bytes)
+    rng = np.random.default_rng(0)
+    weight = rng.integers(0, 200, (37, 3, 24)).astype(dtype)
+    weight.flags.writeable = False
+    for array, out_axis, n_groups in ((weight, 1, 3), (weight, 2, 6), (weight, 2, 24), (weight.transpose(2, 1, 0), 1, 3)):
+        before = int(np.prod(array.shape[:out_axis]))
+        expected = array.reshape(before, n_groups, -1).transpose(1, 0, 2).reshape(n_groups, -1)
+        rows = layout.group_rows(array, out_axis, n_groups)
+        np.testing.assert_array_equal(rows, expected)
+        assert rows.dtype == array.dtype
+        np.testing.assert_array_equal(layout.from_group_rows(rows, array.shape, out_axis), array)
