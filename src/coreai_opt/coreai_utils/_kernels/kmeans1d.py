@@ -176,7 +176,7 @@ def _binned_starts(hist: local.Histogram, rows: np.ndarray, budget: int, finest:
     np.minimum(index, finest - 1, out=index)
     del scaled
     differ = _bit_length(index[:, 1:] ^ index[:, :-1])  # 0 when neighbours share the finest bin
-    per_bits = np.bincount((np.arange(rows.size, dtype=np.int32)[:, None] * 64 + differ).reshape(-1),
+    per_bits = np.bincount((np.arange(rows.size, dtype=np.intp)[:, None] * 64 + differ).reshape(-1),  # intp: no cast
                            minlength=rows.size * 64)
     above = np.cumsum(per_bits.reshape(rows.size, 64)[:, ::-1], axis=1)[:, ::-1]  # above[:, b]: differ >= b
     atoms = 1 + above[:, 1 : _BIN_TRIALS + 1]  # atoms when the lowest t bits are dropped, t = 0 .. trials - 1
