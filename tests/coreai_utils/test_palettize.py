@@ -331,16 +331,23 @@ def _equal_weights_program():
     return program(build, {"eye": ((32, 32), np.float32)}, outputs), {"eye": np.eye(32, dtype=np.float32)}
 
 
-@pytest.mark.parametrize("options", [dict(), dict(n_bits=6, enable_per_channel_scale=True),
-                                     dict(lut_dtype=DType.INT8, n_bits=3)], ids=["4bit", "6bit-pcs", "3bit-int8"])
-def test_per_tensor_weights_of_one_size_are_clustered_together_with_unchanged_results(options, monkeypatch,
-                                                                                       tmp_path):
-    """Equal-sized per-tensor weights share one kernel call; each result is the bits it gets alone,
-    and the program runs to the decoded weights."""
+@pytest.mark.parametrize("options, together_batches", [
+    (dict(), [2, 4]),
+    (dict(n_bits=6, enable_per_channel_scale=True), [2, 4]),
+    (dict(lut_dtype=DType.INT8, n_bits=3), [2, 4]),
+    (dict(granularity=G.PER_CHANNEL), [6]),
+    (dict(granularity=G.PER_GROUPED_CHANNEL, group_size=16, n_bits=3, lut_dtype=DType.INT8), [6]),
+], ids=["4bit", "6bit-pcs", "3bit-int8", "per-channel", "groups-16-int8"])
+def test_weights_whose_groups_have_one_length_are_clustered_together_with_unchanged_results(
+        options, together_batches, monkeypatch, tmp_path):
+    """Per-tensor weights of one size, and per-channel or grouped weights whose groups hold as many
+    values, share one kernel call; each result is the bits it gets alone, and the program runs to
+    the decoded weights."""
     from coreai_opt.coreai_utils._encoding import decode
     from coreai_opt.coreai_utils._passes.palettize import PalettizeEncoder
 
     program, inputs = _equal_weights_program()
+    options = dict(options)
     lut_dtype = options.pop("lut_dtype", None)
     batches = []
     encode_batch = PalettizeEncoder.encode_batch
@@ -351,7 +358,7 @@ def test_per_tensor_weights_of_one_size_are_clustered_together_with_unchanged_re
 
     monkeypatch.setattr(PalettizeEncoder, "encode_batch", recording)
     together = palettize_weights(program, lut_dtype, **options)
-    assert sorted(batches) == [2, 4]
+    assert sorted(batches) == together_batches
     monkeypatch.setattr(PalettizeEncoder, "batch_key", lambda self, shape, role, element_type: None)
     batches.clear()
     alone = palettize_weights(program, lut_dtype, **options)
