@@ -304,6 +304,5 @@ def resource_blobs(module: ir.Module) -> list[tuple[str, int]]:
     blobs: dict[str, int] = {}
     for site in iter_constants(module):
         if site.is_resource:  # a blob shared by several constants is written once, at its first use
-            count = int(np.prod(site.shape, dtype=np.int64))
-            blobs.setdefault(_resource_key(site.op.attributes["value"]), storage_bytes(count, site.element_type))
+            blobs.setdefault(_resource_key(site.op.attributes["value"]), storage_bytes(site.size, site.element_type))
     return list(blobs.items())

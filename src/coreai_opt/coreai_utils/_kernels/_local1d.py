@@ -32,8 +32,8 @@ _MAX_MOVES = 8
 _SPLIT_STEPS = 3
 #: A row stops iterating when no centroid moves more than this fraction of its average cluster
 #: width (value range / k): with many clusters a fixed fraction of the range stops too early.
-#: (4e-4 / k is 2.5e-5 of the range at k = 16; 1.6e-3 stopped 0.02 % of the error short on
-#: 65,536-value float16 groups.)
+#: (4e-4 / k is 2.5e-5 of the range at k = 16; 1.6e-3 stopped about 0.03 % of the error short
+#: on 65,536-value float16 groups.)
 _TOLERANCE = 4e-4
 #: Moves stop when one would lower a row's error by less than this fraction.
 _MOVE_GAIN = 1e-4
