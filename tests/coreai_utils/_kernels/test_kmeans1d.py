@@ -184,19 +184,60 @@ def test_reconstruction_error_is_at_most_scikit_learn(name, k, granularity):
         assert _sse(rows, lut, indices) <= _sklearn_sse(rows, k)
 
 
+def _reference_uniform_starts(row: np.ndarray, budget: int) -> list[int]:
+    """The equal-width atom starts of one sorted row, straight from their definition, in float64."""
+    row = row[np.isfinite(row)].astype(np.float64)
+    trials = 8
+    for dropped in range(trials):  # finest first: the first that fits
+        bins = budget << (trials - 1 - dropped)
+        index = np.minimum(np.floor((row - row[0]) / (row[-1] - row[0]) * bins), bins - 1)
+        starts = [0] + [int(i) for i in np.flatnonzero(index[1:] != index[:-1]) + 1]
+        if len(starts) <= budget:
+            return starts + [row.size] * (budget + 1 - len(starts))
+    raise AssertionError("the coarsest trial always fits")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_long_and_short_rows_cut_equal_width_atoms_alike(dtype):
+def test_equal_width_atoms_follow_their_definition_on_long_and_short_rows(dtype):
     from coreai_opt.coreai_utils._kernels import kmeans1d
 
+    # Integers between -1024 and 1024 (both present): every bin edge is exact in float16, float32 and
+    # float64 alike, and many values lie on one, so both the lookup of long rows and the binning of
+    # short ones must put a value on an edge in the upper bin. Heavy tails make rows stop at every trial.
     rng = np.random.default_rng(5)
-    for tail in (2, 4, 8):
-        values = (rng.standard_t(tail, size=(3, 4000)) * 0.05).astype(dtype)
-        values[0, :3] = [5, -7, 3]
-        hist, rows = kmeans1d._exact_histogram(values), np.arange(3)
-        for budget in (16, 64, 256):
-            looked_up = kmeans1d._uniform_bounds(hist, rows, budget, kmeans1d._LONG_ROW)
-            binned = kmeans1d._uniform_bounds(hist, rows, budget, 100)
-            np.testing.assert_array_equal(looked_up, binned)
+    spread = np.array([1, 3, 10, 30, 100, 300])[:, None]
+    values = np.clip(np.round(rng.standard_t(2, size=(6, 4000)) * spread), -1024, 1024).astype(dtype)
+    values[:, :2] = [-1024, 1024]
+    hist, rows = kmeans1d._exact_histogram(values), np.arange(6)
+    stopped = set()
+    for budget in (16, 64, 256):
+        expected = np.array([_reference_uniform_starts(hist.values[r, : hist.sizes[r]], budget) for r in rows])
+        for n_values in (kmeans1d._LONG_ROW, 100):  # looked up, binned
+            np.testing.assert_array_equal(kmeans1d._uniform_bounds(hist, rows, budget, n_values), expected)
+        stopped |= {int((e < hist.sizes[r]).sum()) for r, e in enumerate(expected)}
+    assert len(stopped) > 6  # rows ended with many different numbers of atoms
+
+
+def test_binned_atoms_of_a_row_do_not_depend_on_its_batch():
+    from coreai_opt.coreai_utils._kernels import kmeans1d
+
+    rng = np.random.default_rng(12)
+    values = (rng.standard_t(3, size=(8, 3000)) * 0.02).astype(np.float32)
+    values[3, :2] = [40, -60]  # an outlier row stops at a finer trial than the rest
+    values[5] *= 1e-39  # subnormal values: binned in float64
+    hist = kmeans1d._exact_histogram(values)
+    together = kmeans1d._uniform_bounds(hist, np.arange(8), 64, 100)
+    for r in range(8):
+        np.testing.assert_array_equal(kmeans1d._uniform_bounds(hist, np.array([r]), 64, 100)[0], together[r])
+    # Row 2 has a value within float32 rounding of a bin edge: the subnormal row, binned in float64,
+    # must not make its batch use float64 too.
+    rows = np.arange(8)
+    batch = kmeans1d._bin_indices(hist.values, hist.low(rows), hist.high(rows), 128)
+    alone = kmeans1d._bin_indices(hist.values[2:3], hist.low(rows[2:3]), hist.high(rows[2:3]), 128)
+    in_float64 = kmeans1d._bin_indices(hist.values[2:3].astype(np.float64), hist.low(rows[2:3]),
+                                       hist.high(rows[2:3]), 128)
+    np.testing.assert_array_equal(batch[2], alone[0])
+    assert (alone != in_float64).any()
 
 
 def _true_optimum_sse(row, k):
