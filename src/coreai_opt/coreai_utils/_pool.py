@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
+
+from ._frames import frame, receive, send, write_frame
 
 #: Weight values a pass must have for children to start: below it, starting them (about 0.2 s of
 #: CPU each) costs more than they save.
@@ -40,46 +41,6 @@ class WorkerLost(RuntimeError):
 
 class _NotPicklable(Exception):
     """The call cannot be sent to a process (it is run here instead; the result is the same)."""
-
-
-def _read_exact(stream, size: int) -> bytearray:
-    buffer = bytearray(size)
-    view, done = memoryview(buffer), 0
-    while done < size:
-        got = stream.readinto(view[done:])
-        if not got:
-            raise EOFError("the other process closed the pipe")
-        done += got
-    return buffer
-
-
-def frame(message: Any) -> list:
-    """The parts of one frame for ``message``: lengths, the pickle, then its large buffers uncopied.
-    Raises before anything is written when ``message`` does not pickle."""
-    buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
-    raws = [buffer.raw() for buffer in buffers]
-    return [struct.pack(f"<{2 + len(raws)}Q", len(data), len(raws), *(raw.nbytes for raw in raws)), data, *raws]
-
-
-def write_frame(stream, parts: list) -> None:
-    """Write the ``parts`` of one frame (from ``frame``)."""
-    for part in parts:
-        stream.write(part)
-    stream.flush()
-
-
-def send(stream, message: Any) -> None:
-    """Write ``message`` as one frame."""
-    write_frame(stream, frame(message))
-
-
-def receive(stream) -> Any:
-    """Read one frame written by ``send``; ``EOFError`` when the pipe is closed."""
-    size, count = struct.unpack("<2Q", _read_exact(stream, 16))
-    lengths = struct.unpack(f"<{count}Q", _read_exact(stream, 8 * count)) if count else ()
-    data = _read_exact(stream, size)
-    return pickle.loads(data, buffers=[_read_exact(stream, length) for length in lengths])
 
 
 #: Environment of a child (the caller's own settings win):

@@ -7,7 +7,7 @@ this package's modules). The package ``__init__`` files are not run: the parent
 packages are registered as bare namespaces, so a worker loads numpy and the
 kernels only, not the Core AI bindings.
 
-Frames on both pipes: ``_pool.send`` / ``_pool.receive`` (a length-prefixed
+Frames on both pipes: ``_frames.send`` / ``_frames.receive`` (a length-prefixed
 pickle with out-of-band buffers). Replies: ``("ok", result)``, ``("raised",
 exception)`` when the call raised, ``("broken", message)`` when the request
 itself could not be run. A ``None`` request asks for this process's peak
@@ -63,7 +63,7 @@ def _preload() -> None:
 
 
 def _serve(requests, replies) -> None:
-    from coreai_opt.coreai_utils._pool import receive, send
+    from coreai_opt.coreai_utils._frames import receive, send
 
     _preload()
     send(replies, ("ready", None))
