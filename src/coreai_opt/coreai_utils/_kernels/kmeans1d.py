@@ -152,7 +152,7 @@ def _binned_starts(hist: local.Histogram, rows: np.ndarray, budget: int) -> np.n
     bounds = np.broadcast_to(hist.sizes[rows][:, None], (rows.size, budget + 1)).astype(np.int64)
     bounds[:, 0] = 0
     low, high = hist.low(rows), hist.high(rows)
-    values = hist.values if rows.size == hist.values.shape[0] else hist.values[rows]  # rows increase: all rows
+    values = hist.values if np.array_equal(rows, np.arange(hist.values.shape[0])) else hist.values[rows]
     trying = np.arange(rows.size)
     for dropped in range(_BIN_TRIALS - 2, -1, -1):
         index = _bin_indices(values if trying.size == rows.size else values[trying], low[trying], high[trying],
