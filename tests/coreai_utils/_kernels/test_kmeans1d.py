@@ -263,16 +263,17 @@ def test_whole_tensors_land_next_to_the_true_optimum(name, k):
         assert _sse(row, lut, indices) <= optimum * (1 + 5e-4), (round_decimals, _sse(row, lut, indices) / optimum)
 
 
-@pytest.mark.parametrize("k", [8, 16])
+@pytest.mark.parametrize("k", [8, 16, 32])
 @pytest.mark.parametrize("name", ["encoder.layer.0.attention.self.query.weight", "encoder.layer.3.output.dense.weight"])
 def test_short_rows_land_near_the_true_optimum(name, k):
     """Per-channel rows (384 and 1536 values) start from a small dense DP, not from Lloyd alone
-    (which stopped 2-4 % above the optimum on these rows)."""
+    (which stopped 2-4 % above the optimum on these rows at k <= 16, 4-6 % at k = 32)."""
     rows = _minilm_weight(name)[::8]
     optimum = sum(_true_optimum_sse(row, k) for row in rows)
+    limit = 1.025 if k == 32 else 1.015  # k = 32: 4 atoms per cluster (128, the dense DP's limit) leave 1-2 %
     for round_decimals in (None, 4):
         lut, indices = palettize_rows(rows, k, round_decimals=round_decimals)
-        assert _sse(rows, lut, indices) <= optimum * 1.015, (round_decimals, _sse(rows, lut, indices) / optimum)
+        assert _sse(rows, lut, indices) <= optimum * limit, (round_decimals, _sse(rows, lut, indices) / optimum)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
