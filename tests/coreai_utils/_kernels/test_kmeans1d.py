@@ -197,6 +197,13 @@ def _reference_uniform_starts(row: np.ndarray, budget: int) -> list[int]:
     raise AssertionError("the coarsest trial always fits")
 
 
+def test_the_dp_start_has_4_atoms_per_cluster_up_to_its_dense_limit_then_2_on_longer_rows():
+    for n in (200, 384, 1536, 12288, 65536):
+        assert dp_atom_budget(n, 16) >= 64 and dp_atom_budget(n, 32) >= 128
+    assert dp_atom_budget(1536, 64) == 0 and dp_atom_budget(2048, 64) == dp_atom_budget(65536, 64) == 128
+    assert dp_atom_budget(65536, 128) == 0 and dp_atom_budget(65536, 256) == 0
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_equal_width_atoms_follow_their_definition_on_long_and_short_rows(dtype):
     from coreai_opt.coreai_utils._kernels import kmeans1d
