@@ -15,12 +15,18 @@ from coreai_opt.coreai_utils import CompressionWarning, collect_reports, paletti
 from coreai_opt.coreai_utils._kernels.kmeans1d import palettize_rows
 from coreai_opt.coreai_utils._kernels.kmeans_vec import palettize_vectors
 from coreai_opt.coreai_utils._kernels.rounding import round_through
+from coreai_opt.coreai_utils._passes.palettize import PalettizeEncoder
 from coreai_opt.coreai_utils._pool import PROCESS_MIN_VALUES, KernelPool
 from helpers import pool_calls
 from helpers.program import weight_expressions
 from coreai_opt.coreai_utils._encoding import constants
 
 ALWAYS = 1 << 40  # a pass size that always uses children
+
+
+def _children_only(workers: int = 2) -> KernelPool:
+    """A pool whose every call runs in a child (no local lane), for tests of the children themselves."""
+    return KernelPool(workers, ALWAYS, local_lane=False)
 
 
 def _chunks():
@@ -38,7 +44,7 @@ def test_children_give_the_bits_of_this_process():
     vector = partial(palettize_vectors, k=8, to_storage=partial(round_through, dtype=np.float32))
     points = [np.random.default_rng(1).standard_normal((2, 600, 2)).astype(np.float32)]
     here = [scalar(c) for c in _chunks()] + [vector(p) for p in points]
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         there = pool.map(scalar, _chunks()) + pool.map(vector, points)
         assert pool.processes >= 1
     assert not pool.failures
@@ -48,13 +54,24 @@ def test_children_give_the_bits_of_this_process():
 
 
 def test_a_child_loads_numpy_and_the_kernels_only():
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         [(pid, modules)] = pool.map(pool_calls.where_and_what, [None])
     assert pid != os.getpid()
     assert "numpy" in modules
     assert not [m for m in modules if m == "coreai" or m.startswith(("coreai.", "coreai_opt.coreai_utils._ir"))]
     # Nor the pool's own machinery: a worker boots while the parent reads weights, on the same cores.
     assert not {"coreai_opt.coreai_utils._pool", "subprocess", "concurrent.futures"} & set(modules)
+
+
+def test_the_local_lane_is_one_of_the_workers():
+    with KernelPool(3, ALWAYS) as pool:
+        pool.start()
+        assert pool.processes == 2  # the third worker is this process
+        started = {child.process.pid for child in pool._children}  # noqa: SLF001
+        # Six calls long enough that each of the three lanes' threads takes one before any finishes.
+        pids = pool.map(partial(pool_calls.pid_after, 0.3), [None] * 6)
+    assert set(pids) == started | {os.getpid()}
+    assert not pool.failures and len(pool.peak_kb) == 2
 
 
 def test_small_passes_and_one_worker_stay_in_this_process():
@@ -66,14 +83,14 @@ def test_small_passes_and_one_worker_stay_in_this_process():
 
 def test_what_a_child_prints_does_not_break_the_replies():
     chunks = [np.arange(5.0), np.arange(3.0)]
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         results = pool.map(pool_calls.loud_doubled, chunks)
     assert not pool.failures
     assert [r.tolist() for r in results] == [[0, 2, 4, 6, 8], [0, 2, 4]]
 
 
 def test_an_exception_in_a_child_is_raised_here_and_the_child_stays_usable():
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         with pytest.raises(ValueError, match="negative values refused"):
             pool.map(pool_calls.refuse_negative, [np.array([1.0, -1.0])])
         [again] = pool.map(pool_calls.refuse_negative, [np.array([2.0])])
@@ -82,7 +99,7 @@ def test_an_exception_in_a_child_is_raised_here_and_the_child_stays_usable():
 
 def test_a_child_that_dies_is_replaced_by_this_process():
     chunks = [np.full(4, float(i)) for i in range(6)]
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         results = pool.map(partial(pool_calls.die_unless_in, os.getpid()), chunks)
     assert [r.tolist() for r in results] == [[2.0 * i] * 4 for i in range(6)]
     assert pool.failures and all("exited with status 3" in f for f in pool.failures)
@@ -92,14 +109,14 @@ def test_a_child_that_cannot_start_is_replaced_by_this_process(monkeypatch):
     from coreai_opt.coreai_utils import _pool
 
     monkeypatch.setattr(_pool, "_CHILD_SCRIPT", os.devnull)  # python runs it and exits at once
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         results = pool.map(pool_calls.doubled, [np.ones(2), np.ones(3)])
     assert [r.tolist() for r in results] == [[2.0, 2.0], [2.0, 2.0, 2.0]]
     assert pool.failures and all("exited with status 0" in f for f in pool.failures)
 
 
 def test_cancelling_ends_busy_children_without_waiting_for_them():
-    pool = KernelPool(2, ALWAYS)
+    pool = _children_only()
     errors = []
 
     def ask():
@@ -148,6 +165,7 @@ def test_a_lost_worker_is_reported_as_a_warning_and_the_result_is_unchanged(smal
     expected = weight_expressions(palettize_weights(program, None, num_kmeans_workers=1))
     monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", 0)
     monkeypatch.setattr(_pool, "_CHILD_SCRIPT", os.devnull)
+    monkeypatch.setattr(PalettizeEncoder, "local_lane", False)  # every call goes to a child, which is lost
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         got = weight_expressions(palettize_weights(program, None, num_kmeans_workers=2))
@@ -168,13 +186,13 @@ def test_children_run_one_blas_thread_unless_the_caller_chose(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         [settings] = pool.map(pool_calls.thread_settings, [None])
     assert settings == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
 
 
 def test_started_children_boot_before_the_first_call_and_serve_it():
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         pool.start()
         assert pool.processes == 2  # started now, not at the first call
         started = {child.process.pid for child in pool._children}
@@ -194,7 +212,7 @@ def test_starting_a_pool_that_stays_in_this_process_starts_nothing():
 
 
 def test_a_started_child_preloads_the_kernels_it_will_run():
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         pool.start()
         [(_, modules)] = pool.map(pool_calls.where_and_what, [None])
     assert {"coreai_opt.coreai_utils._kernels.kmeans1d", "coreai_opt.coreai_utils._kernels.kmeans_vec"} <= set(modules)
@@ -211,12 +229,15 @@ def test_only_passes_that_cluster_start_worker_processes(small_net_fp32, monkeyp
         sparsify_weights(program)
         sparsify_weights(program, palettize_nbits=2)
         palettize_weights(program, None, num_kmeans_workers=2)
-    assert [report.worker_processes for report in reports] == [0, 2, 2]
+        palettize_weights(program, None, num_kmeans_workers=2, cluster_dim=2)
+    # Scalar clustering: one child and this process. Vector clustering's matrix products would start
+    # BLAS threads in this process, so its workers are all children.
+    assert [report.worker_processes for report in reports] == [0, 1, 1, 2]
 
 
 @pytest.mark.parametrize("idle_seconds", [0.0, 1.0])  # closed while booting, and once ready
 def test_started_children_that_get_no_call_end_at_once_and_quietly(idle_seconds, capfd):
-    with KernelPool(2, ALWAYS) as pool:
+    with _children_only() as pool:
         pool.start()
         time.sleep(idle_seconds)
         start = time.perf_counter()

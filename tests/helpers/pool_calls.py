@@ -19,6 +19,12 @@ def where_and_what(_chunk) -> tuple[int, list[str]]:
     return os.getpid(), sorted(sys.modules)
 
 
+def pid_after(seconds: float, _chunk) -> int:
+    """The pid of the process running the call, after ``seconds`` of sleep."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def loud_doubled(values: np.ndarray) -> np.ndarray:
     print("chatter on stdout must not reach the reply pipe")
     sys.stdout.flush()
