@@ -269,7 +269,8 @@ class KernelPool:
         return child
 
     def close(self, cancel: bool = False) -> None:
-        """Wait for (or, with ``cancel``, drop) queued calls and end the children."""
+        """Wait for (or, with ``cancel``, drop) queued calls and end the children. A call already
+        running in this process (the local lane) cannot be interrupted: cancelling waits for it."""
         with self._lock:
             self._closing = True
             executor, self._executor = self._executor, None

@@ -215,7 +215,7 @@ def test_equal_width_atoms_follow_their_definition_on_long_and_short_rows(dtype)
     spread = np.array([1, 3, 10, 30, 100, 300])[:, None]
     values = np.clip(np.round(rng.standard_t(2, size=(6, 4000)) * spread), -1024, 1024).astype(dtype)
     values[:, :2] = [-1024, 1024]
-    hist, rows = kmeans1d._exact_histogram(values), np.arange(6)
+    hist, rows = kmeans1d._exact_histogram(values, 16), np.arange(6)
     stopped = set()
     for budget in (16, 64, 256):
         expected = np.array([_reference_uniform_starts(hist.values[r, : hist.sizes[r]], budget) for r in rows])
@@ -232,7 +232,7 @@ def test_binned_atoms_of_a_row_do_not_depend_on_its_batch():
     values = (rng.standard_t(3, size=(8, 3000)) * 0.02).astype(np.float32)
     values[3, :2] = [40, -60]  # an outlier row stops at a finer trial than the rest
     values[5] *= 1e-39  # subnormal values: binned in float64
-    hist = kmeans1d._exact_histogram(values)
+    hist = kmeans1d._exact_histogram(values, 16)
     together = kmeans1d._uniform_bounds(hist, np.arange(8), 64, 100)
     for r in range(8):
         np.testing.assert_array_equal(kmeans1d._uniform_bounds(hist, np.array([r]), 64, 100)[0], together[r])
@@ -376,3 +376,22 @@ def test_run_sums_add_each_run_in_float64_without_widening_the_whole_input(monke
     finally:
         tracemalloc.stop()
     assert sums.tolist() == [float(1 << 18)] * 16 and peak < 4 << 20
+
+
+def test_whole_tensors_cluster_the_same_with_strided_running_sums(monkeypatch):
+    from coreai_opt.coreai_utils._kernels import kmeans1d
+
+    rng = np.random.default_rng(8)
+    rows = (rng.standard_t(4, size=(2, kmeans1d._LONG_ROW + 77)) * 0.03).astype(np.float32)
+    results = {}
+    for stride in (1, kmeans1d._SUM_STRIDE):
+        monkeypatch.setattr(kmeans1d, "_SUM_STRIDE", stride)
+        assert kmeans1d._exact_histogram(rows, 16).sum_stride == stride
+        results[stride] = palettize_rows(rows, 16)
+    (lut_a, idx_a), (lut_b, idx_b) = results.values()
+    # Sums added in another order may round differently in the last bits, never by more.
+    np.testing.assert_allclose(lut_b, lut_a, rtol=1e-6)
+    assert np.mean(idx_a != idx_b) < 1e-3
+    assert _sse(rows, lut_b, idx_b) == pytest.approx(_sse(rows, lut_a, idx_a), rel=1e-6)
+    # Rows searched with merge/split moves (no DP at 8 bits below 4 M values) ask for too many sums.
+    assert kmeans1d._exact_histogram(rows, 256).sum_stride == 1

@@ -26,3 +26,19 @@ def test_search_sorted_counts_entries_at_or_below_each_point_on_every_path(rows,
     np.testing.assert_array_equal(local.search_sorted(entries, listed, targets, np.zeros_like(expected)), expected)
     np.testing.assert_array_equal(local.search_sorted(entries, listed, targets, np.full_like(expected, 700)),
                                   expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_running_sums_give_every_sum_when_asked(dtype):
+    rng = np.random.default_rng(4)
+    n = 32 * 40 + 13  # not a multiple of the stride
+    rows = np.sort((rng.standard_t(2, size=(3, n)) * 100).astype(dtype), axis=1)
+    full, strided = local.histogram(rows, compress=False), local.histogram(rows, compress=False, sum_stride=32)
+    assert strided.sums.shape == (3, n // 32 + 1) and full.sums.shape == (3, n + 1)
+    at = np.arange(3 * (n + 1)).reshape(3, n + 1)  # every position of every row, the ends included
+    np.testing.assert_allclose(strided.sums_at(at), full.sums.reshape(-1)[at], rtol=1e-12, atol=1e-9)
+    # Run statistics (what the search asks for) agree as well.
+    bounds = np.sort(rng.integers(0, n + 1, size=(3, 9)), axis=1)
+    for got, expected in zip(local.run_stats(strided, np.arange(3), bounds, 0.0),
+                             local.run_stats(full, np.arange(3), bounds, 0.0), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)

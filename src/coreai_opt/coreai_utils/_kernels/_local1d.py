@@ -48,13 +48,28 @@ class Histogram:
 
     values: np.ndarray  # (rows, m), float32 or float64
     counts: np.ndarray | None  # (rows, m + 1) int64: values before each position (None when unit: the positions)
-    sums: np.ndarray  # (rows, m + 1) float64: sum of the values before each position
+    # (rows, m // sum_stride + 1) float64: sum of the values before every ``sum_stride``-th position
+    # (each position but on long unit rows; ``sums_at`` adds up the rest when asked)
+    sums: np.ndarray
     sizes: np.ndarray  # (rows,) entries per row
     unit: bool = False  # one entry per value (counts are positions)
+    sum_stride: int = 1
 
     @property
     def width(self) -> int:
         return self.values.shape[1]
+
+    def sums_at(self, at: np.ndarray) -> np.ndarray:
+        """Sum of the values before each flat position ``at`` (row * (width + 1) + position), float64."""
+        if self.sum_stride == 1:
+            return self.sums.reshape(-1)[at]
+        row, position = np.divmod(at, self.width + 1)
+        stride, rest = np.divmod(position, self.sum_stride)
+        first = row * self.width + stride * self.sum_stride  # the values after the stored sum, up to ``position``
+        offsets = np.arange(self.sum_stride)
+        window = self.values.reshape(-1)[np.minimum(first[..., None] + offsets, self.values.size - 1)]
+        partial = np.where(offsets < rest[..., None], window, 0).sum(axis=-1, dtype=np.float64)
+        return self.sums[row, stride] + partial
 
     def low(self, rows: np.ndarray) -> np.ndarray:
         return self.values[rows, 0].astype(np.float64)
@@ -72,17 +87,23 @@ class Histogram:
         return np.einsum("ij,ij,ij->i", counts.astype(np.float64), values, values)
 
 
-def histogram(sorted_rows: np.ndarray, compress: bool = True) -> Histogram:
+def histogram(sorted_rows: np.ndarray, compress: bool = True, sum_stride: int = 1) -> Histogram:
     """The ``Histogram`` of rows already sorted along axis 1.
 
     ``compress`` merges equal values into one entry with its count (worth it for
     float16 or rounded rows, which repeat values heavily). Otherwise every value
     is its own entry: equal values still always fall on the same side of a
-    boundary, which is all the search needs, and building it is one running sum.
+    boundary, which is all the search needs, and building it is one running sum,
+    or, with ``sum_stride`` > 1, one every ``sum_stride`` values (``sums_at`` adds
+    up the rest when asked: cheaper where few sums are asked for per value).
     """
     rows, n = sorted_rows.shape
     if not compress:
-        return Histogram(sorted_rows, None, _running_sums(sorted_rows), np.full(rows, n, dtype=np.int64), unit=True)
+        sizes = np.full(rows, n, dtype=np.int64)
+        if sum_stride > 1:
+            return Histogram(sorted_rows, None, _strided_sums(sorted_rows, sum_stride), sizes, unit=True,
+                             sum_stride=sum_stride)
+        return Histogram(sorted_rows, None, _running_sums(sorted_rows), sizes, unit=True)
     new = np.ones((rows, n), dtype=bool)
     new[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
     starts = np.flatnonzero(new)  # flat positions where a new distinct value begins
@@ -100,6 +121,18 @@ def histogram(sorted_rows: np.ndarray, compress: bool = True) -> Histogram:
     counts = np.zeros(rows * width, dtype=np.int64)
     counts[slot] = ends - starts
     return from_packed(values.reshape(rows, width), counts.reshape(rows, width), sizes)
+
+
+def _strided_sums(sorted_rows: np.ndarray, stride: int) -> np.ndarray:
+    """(rows, n // stride + 1) float64: each row's sum before every ``stride``-th position, 0 first
+    (block totals in float64 without a widened copy of the rows, then their running sum)."""
+    rows, n = sorted_rows.shape
+    count = n // stride
+    sums = np.zeros((rows, count + 1))
+    blocks = sorted_rows[:, : count * stride].reshape(rows, count, stride)
+    np.einsum("rsb->rs", blocks, dtype=np.float64, out=sums[:, 1:])
+    np.cumsum(sums[:, 1:], axis=1, out=sums[:, 1:])
+    return sums
 
 
 #: Values widened to float64 at a time by ``_running_sums`` (at once, a whole-tensor row needed a
@@ -251,7 +284,7 @@ def run_stats(hist: Histogram, rows: np.ndarray, bounds: np.ndarray, fallback):
     width = hist.width + 1
     at = (rows.astype(np.int64) * width)[:, None] + bounds
     counts = np.diff(_counts_at(hist, at, bounds), axis=1)
-    sums = np.diff(hist.sums.reshape(-1)[at], axis=1)
+    sums = np.diff(hist.sums_at(at), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return counts, np.where(counts > 0, sums / counts, fallback)
 
@@ -297,9 +330,8 @@ def _run_means(hist: Histogram, rows: np.ndarray, low: np.ndarray, high: np.ndar
     width = hist.width + 1
     base = (rows.astype(np.int64) * width)[:, None]
     counts = _counts_at(hist, base + high, high) - _counts_at(hist, base + low, low)
-    sums = hist.sums.reshape(-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        means = (sums[base + high] - sums[base + low]) / counts
+        means = (hist.sums_at(base + high) - hist.sums_at(base + low)) / counts
     return counts, np.where(counts > 0, means, 0.0)
 
 
