@@ -226,7 +226,7 @@ class KernelPool:
                 if self._closing:
                     raise
                 self._local.child = None
-                self._local.lost = True
+                self._local.here = True
                 with self._lock:
                     self.failures.append(f"a worker process stopped ({error}); its work continued in this process")
                 child.kill()
@@ -235,7 +235,7 @@ class KernelPool:
     def _child(self) -> _Child | None:
         """This thread's worker process: its own, else one started ahead, else a new one. None when
         the thread is the local lane or its child was lost: its calls run here."""
-        if getattr(self._local, "lost", False) or getattr(self._local, "here", False):
+        if getattr(self._local, "here", False):  # the local lane, or its child was lost
             return None
         child = getattr(self._local, "child", None)
         if child is None:
@@ -260,7 +260,7 @@ class KernelPool:
         try:
             child = _Child()
         except (OSError, ValueError) as error:
-            self._local.lost = True
+            self._local.here = True
             with self._lock:
                 self.failures.append(f"could not start a worker process ({error}); clustering ran in this process")
             return None

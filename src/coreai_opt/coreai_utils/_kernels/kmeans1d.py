@@ -468,7 +468,7 @@ def _exact_means(hist: local.Histogram, edges: np.ndarray, fallback: np.ndarray)
         weighted = local.entry_counts(hist) * np.where(np.isfinite(hist.values), hist.values.astype(np.float64), 0.0)
     starts = (np.arange(rows, dtype=np.int64)[:, None] * width + edges[:, :-1]).reshape(-1)
     sums = _run_sums(weighted.reshape(-1), starts).reshape(rows, -1)
-    counts, _ = local.run_stats(hist, np.arange(rows), edges, 0.0)
+    counts = np.diff(local.running_counts(hist, np.arange(rows), edges), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(counts > 0, sums / counts, fallback)
 
