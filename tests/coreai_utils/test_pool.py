@@ -15,7 +15,6 @@ from coreai_opt.coreai_utils import CompressionWarning, collect_reports, paletti
 from coreai_opt.coreai_utils._kernels.kmeans1d import palettize_rows
 from coreai_opt.coreai_utils._kernels.kmeans_vec import palettize_vectors
 from coreai_opt.coreai_utils._kernels.rounding import round_through
-from coreai_opt.coreai_utils._passes.palettize import PalettizeEncoder
 from coreai_opt.coreai_utils._pool import PROCESS_MIN_VALUES, KernelPool
 from helpers import pool_calls
 from helpers.program import weight_expressions
@@ -72,6 +71,29 @@ def test_the_local_lane_is_one_of_the_workers():
         pids = pool.map(partial(pool_calls.pid_after, 0.3), [None] * 6)
     assert set(pids) == started | {os.getpid()}
     assert not pool.failures and len(pool.peak_kb) == 2
+
+
+def test_blas_runs_one_thread_here_while_a_pool_with_the_local_lane_is_open():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        with KernelPool(2, ALWAYS) as pool:
+            pool.start()
+            # Four calls long enough that both lanes take some, one of them in this process.
+            pids = pool.map(partial(pool_calls.pid_after, 0.3), [None] * 4)
+            during = blas_threads()
+        after = blas_threads()
+        # No lane here among children, or no children: BLAS keeps its threads.
+        for other in (KernelPool(2, ALWAYS, local_lane=False), KernelPool(2, PROCESS_MIN_VALUES - 1)):
+            with other:
+                untouched = blas_threads()
+            assert untouched == {2}
+    assert os.getpid() in pids and len(set(pids)) == 2
+    assert before == after == {2} and during == {1}
 
 
 def test_small_passes_and_one_worker_stay_in_this_process():
@@ -165,7 +187,8 @@ def test_a_lost_worker_is_reported_as_a_warning_and_the_result_is_unchanged(smal
     expected = weight_expressions(palettize_weights(program, None, num_kmeans_workers=1))
     monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", 0)
     monkeypatch.setattr(_pool, "_CHILD_SCRIPT", os.devnull)
-    monkeypatch.setattr(PalettizeEncoder, "local_lane", False)  # every call goes to a child, which is lost
+    # Every call goes to a child, which is lost.
+    monkeypatch.setattr(runner, "KernelPool", partial(_pool.KernelPool, local_lane=False))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         got = weight_expressions(palettize_weights(program, None, num_kmeans_workers=2))
@@ -230,9 +253,8 @@ def test_only_passes_that_cluster_start_worker_processes(small_net_fp32, monkeyp
         sparsify_weights(program, palettize_nbits=2)
         palettize_weights(program, None, num_kmeans_workers=2)
         palettize_weights(program, None, num_kmeans_workers=2, cluster_dim=2)
-    # Scalar clustering: one child and this process. Vector clustering's matrix products would start
-    # BLAS threads in this process, so its workers are all children.
-    assert [report.worker_processes for report in reports] == [0, 1, 1, 2]
+    # Scalar and vector clustering: one child and this process.
+    assert [report.worker_processes for report in reports] == [0, 1, 1, 1]
 
 
 @pytest.mark.parametrize("idle_seconds", [0.0, 1.0])  # closed while booting, and once ready

@@ -79,6 +79,22 @@ def test_a_group_does_not_depend_on_the_batch_or_the_chunking(monkeypatch, d, n)
     np.testing.assert_array_equal(indices, chunked[1])
 
 
+def test_each_lloyd_run_stops_on_its_own_as_if_alone():
+    rng = np.random.default_rng(4)
+    P = rng.standard_normal((2000, 2)) * [1.0, 0.3]
+    w = rng.uniform(0.5, 2.0, len(P))
+    Y = kmeans_vec._aug(P)
+    starts = np.stack([P[rng.choice(len(P), 16, replace=False)] for _ in range(4)])
+    C, sse, D = kmeans_vec._lloyd(P, w, Y, starts, 100)
+    for r in range(4):
+        alone = kmeans_vec._lloyd(P, w, Y, starts[r : r + 1], 100)
+        np.testing.assert_array_equal(C[r], alone[0][0])
+        np.testing.assert_array_equal(D[r], alone[2][0])
+        assert sse[r] == pytest.approx(alone[1][0], rel=1e-12)
+    # The runs stopped by the tolerance, not by the iteration limit.
+    np.testing.assert_array_equal(C, kmeans_vec._lloyd(P, w, Y, starts, 1000)[0])
+
+
 def test_blas_threads_do_not_change_the_result():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     points = np.stack([_weights(np.random.default_rng(5), 40000, 2), _weights(np.random.default_rng(6), 40000, 2)])

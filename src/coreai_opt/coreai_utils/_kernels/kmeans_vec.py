@@ -293,6 +293,7 @@ def _nearest_approx(Y, z, k):
     mask = (1 << max(1, (k - 1).bit_length())) - 1
     if n <= step:
         return _min_keys(W, Y, k)[1] & mask
+    step = -(-n // -(-n // step))  # chunks of equal size
     labels = np.empty((len(W) // k, n), np.int32)
     for a in range(0, n, step):
         labels[:, a : a + step] = _min_keys(W, Y[:, a : a + step], k)[1] & mask
@@ -322,25 +323,30 @@ def _cluster(P, w, k, rng):
 def _lloyd(P, w, Y, C, max_iter):
     """Weighted Lloyd iterations of R batched runs C (R, k, d).
 
-    Returns centroids, the SSE of each run and each point's squared distance
-    to its centroid.  Empty clusters keep their centroid."""
+    Each run stops on its own once less than ``_TOL`` of the weight changes
+    cluster (so a run's result does not depend on the batch).  Returns
+    centroids, the SSE of each run and each point's squared distance to its
+    centroid.  Empty clusters keep their centroid."""
     R, k, d = C.shape
-    wt, wsum = np.tile(w, R), w.sum()
-    wp = np.tile(P.T, R) * wt
-    offsets = (np.arange(R) * k)[:, None]
+    m, wsum = len(P), w.sum()
+    wt, wp = np.tile(w, R), np.tile(P.T, R) * np.tile(w, R)  # a prefix of r * m serves r runs
     C = C.reshape(R * k, d).copy()
-    prev = None
+    labels = _nearest_approx(Y, C, k)
+    active = np.arange(R)
     for _ in range(max_iter):
-        labels = _nearest_approx(Y, C, k)
-        if prev is not None and ((labels != prev) @ w).max() <= _TOL * wsum:
-            break
-        prev = labels
-        flat = (labels + offsets).reshape(-1)
-        cnt = np.bincount(flat, wt, R * k)
+        r = len(active)
+        rows = (active[:, None] * k + np.arange(k)).reshape(-1)
+        flat = (labels[active] + (np.arange(r) * k)[:, None]).reshape(-1)
+        cnt = np.bincount(flat, wt[: r * m], r * k)
         ok = cnt > 0
         for a in range(d):
-            C[ok, a] = np.bincount(flat, wp[a], R * k)[ok] / cnt[ok]
-    labels = _nearest_approx(Y, C, k)
+            C[rows[ok], a] = np.bincount(flat, wp[a, : r * m], r * k)[ok] / cnt[ok]
+        new = _nearest_approx(Y, C[rows], k)
+        moved = (new != labels[active]) @ w
+        labels[active] = new
+        active = active[moved > _TOL * wsum]
+        if not len(active):
+            break
     C = C.reshape(R, k, d)
     D = ((P[None] - C[np.arange(R)[:, None], labels]) ** 2).sum(-1)
     return C, D @ w, D

@@ -89,12 +89,6 @@ class PalettizeEncoder:
     def __call__(self, weight: np.ndarray, role: Role, element_type: str, pool: KernelPool) -> Encoded | Skipped:
         return self.encode_batch([weight], [role], element_type, pool)[0]
 
-    @property
-    def local_lane(self) -> bool:
-        """Whether a kernel call may run in this process next to the worker processes: not for vector
-        clustering, whose matrix products would start BLAS threads here (cluster_dim 2: 1.8 s -> 3.1 s)."""
-        return self.options.cluster_dim == 1
-
     def batch_key(self, shape: tuple[int, ...], role: Role, element_type: str) -> tuple | None:
         """Weights with equal keys may share one ``encode_batch`` call (None: encode alone): scalar
         clustering of groups of the same length and type."""

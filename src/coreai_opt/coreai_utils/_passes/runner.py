@@ -55,8 +55,7 @@ class Skipped:
 #: on worker threads). An encoder may also offer ``batch_key(shape, role, element_type)`` and
 #: ``encode_batch(weights, roles, element_type, pool)``: weights with equal keys are then encoded
 #: together (see ``_tasks``). One that never calls ``pool.map`` should say so with ``uses_pool = False``,
-#: so no worker processes are started for it ahead of use; one whose kernels call BLAS (matrix
-#: products) with ``local_lane = False``, so none of them runs in this process (see ``KernelPool``).
+#: so no worker processes are started for it ahead of use.
 Encoder = Callable[[np.ndarray, "_ir.Role", str, KernelPool], "Encoded | Skipped"]
 
 
@@ -281,8 +280,7 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
     workers = usable_threads(workers)
     blobs = _ir.BlobReader(module.operation, weight_bytes)
     try:
-        with KernelPool(workers, sum(c.site.size for c in candidates),
-                        local_lane=getattr(encoder, "local_lane", True)) as pool:
+        with KernelPool(workers, sum(c.site.size for c in candidates)) as pool:
             if getattr(encoder, "uses_pool", True):
                 pool.start()  # the workers boot while the weights are read
             outcomes = _encode_all(module, candidates, blobs, encoder, pool, workers, snr_requested())
