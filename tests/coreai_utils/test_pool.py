@@ -214,6 +214,20 @@ def test_children_run_one_blas_thread_unless_the_caller_chose(monkeypatch):
     assert settings == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
 
 
+def test_children_keep_freed_memory_and_grow_the_heap_in_large_steps_unless_the_caller_chose(monkeypatch):
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "4096")
+    with _children_only() as pool:
+        [settings] = pool.map(pool_calls.malloc_settings, [None])
+    assert settings == {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32),
+                        "MALLOC_TOP_PAD_": "4096"}
+    monkeypatch.delenv("MALLOC_TOP_PAD_")
+    with _children_only() as pool:
+        [settings] = pool.map(pool_calls.malloc_settings, [None])
+    assert settings["MALLOC_TOP_PAD_"] == str(1 << 26)
+
+
 def test_started_children_boot_before_the_first_call_and_serve_it():
     with _children_only() as pool:
         pool.start()

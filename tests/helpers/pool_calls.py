@@ -52,3 +52,9 @@ def sleep_then_double(seconds: float, values: np.ndarray) -> np.ndarray:
 def thread_settings(_chunk) -> dict[str, str | None]:
     """The BLAS/OpenMP thread settings of the process running the call."""
     return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def malloc_settings(_chunk) -> dict[str, str | None]:
+    """The glibc malloc settings of the process running the call."""
+    return {name: os.environ.get(name)
+            for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")}
