@@ -87,6 +87,13 @@ def test_blas_runs_one_thread_here_while_a_pool_with_the_local_lane_is_open():
             pids = pool.map(partial(pool_calls.pid_after, 0.3), [None] * 4)
             during = blas_threads()
         after = blas_threads()
+        # Pools open at once (passes on several threads) share the limit; the last one restores it.
+        first, second = KernelPool(2, ALWAYS), KernelPool(2, ALWAYS)
+        with first:
+            second.__enter__()
+        overlapping = blas_threads()
+        second.close()
+        assert overlapping == {1} and blas_threads() == {2}
         # No lane here among children, or no children: BLAS keeps its threads.
         for other in (KernelPool(2, ALWAYS, local_lane=False), KernelPool(2, PROCESS_MIN_VALUES - 1)):
             with other:
@@ -205,27 +212,19 @@ def test_a_call_that_does_not_pickle_runs_here():
     assert pid == os.getpid() and doubled.tolist() == [2.0, 2.0] and not pool.failures
 
 
-def test_children_run_one_blas_thread_unless_the_caller_chose(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+@pytest.mark.parametrize("chosen, defaults", [
+    ({"OPENBLAS_NUM_THREADS": "3"}, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}),
+    ({"MALLOC_TOP_PAD_": "4096"}, {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32)}),
+    ({}, {"MALLOC_TOP_PAD_": str(1 << 26)}),
+])
+def test_children_run_one_blas_thread_and_keep_their_memory_unless_the_caller_chose(monkeypatch, chosen, defaults):
+    for name in defaults:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in chosen.items():
+        monkeypatch.setenv(name, value)
     with _children_only() as pool:
-        [settings] = pool.map(pool_calls.thread_settings, [None])
-    assert settings == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
-
-
-def test_children_keep_freed_memory_and_grow_the_heap_in_large_steps_unless_the_caller_chose(monkeypatch):
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    monkeypatch.setenv("MALLOC_TOP_PAD_", "4096")
-    with _children_only() as pool:
-        [settings] = pool.map(pool_calls.malloc_settings, [None])
-    assert settings == {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 32),
-                        "MALLOC_TOP_PAD_": "4096"}
-    monkeypatch.delenv("MALLOC_TOP_PAD_")
-    with _children_only() as pool:
-        [settings] = pool.map(pool_calls.malloc_settings, [None])
-    assert settings["MALLOC_TOP_PAD_"] == str(1 << 26)
+        [settings] = pool.map(partial(pool_calls.environment, [*chosen, *defaults]), [None])
+    assert settings == {**defaults, **chosen}
 
 
 def test_started_children_boot_before_the_first_call_and_serve_it():

@@ -49,12 +49,6 @@ def sleep_then_double(seconds: float, values: np.ndarray) -> np.ndarray:
     return values * 2
 
 
-def thread_settings(_chunk) -> dict[str, str | None]:
-    """The BLAS/OpenMP thread settings of the process running the call."""
-    return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
-def malloc_settings(_chunk) -> dict[str, str | None]:
-    """The glibc malloc settings of the process running the call."""
-    return {name: os.environ.get(name)
-            for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")}
+def environment(names: list[str], _chunk) -> dict[str, str | None]:
+    """The values of the environment variables ``names`` in the process running the call."""
+    return {name: os.environ.get(name) for name in names}

@@ -154,6 +154,32 @@ class _Child:
         self.close()
 
 
+class _OneBlasThread:
+    """Holds BLAS in this process to one thread until ``release``. Pools open at the same time (passes
+    on several threads) share one limit, and the last to release restores the caller's setting."""
+
+    _lock = threading.Lock()
+    _holders = 0
+    _limit: Any = None
+
+    def __init__(self) -> None:
+        cls = type(self)
+        with cls._lock:
+            if cls._holders == 0:
+                from threadpoolctl import threadpool_limits
+
+                cls._limit = threadpool_limits(limits=1, user_api="blas")
+            cls._holders += 1
+
+    def release(self) -> None:
+        cls = type(self)
+        with cls._lock:
+            cls._holders -= 1
+            if cls._holders == 0:
+                cls._limit.restore_original_limits()
+                cls._limit = None
+
+
 class KernelPool:
     """Runs kernel calls on ``workers`` lanes: child processes and, with ``local_lane``, this process.
 
@@ -168,7 +194,7 @@ class KernelPool:
         self.use_processes = workers > 1 and values >= PROCESS_MIN_VALUES
         self.local_lane = local_lane
         self._lane_free = local_lane  # no thread runs its calls here yet
-        self._blas_limit: Any = None  # BLAS held to one thread while the pool is open (``__enter__``)
+        self._blas_limit: _OneBlasThread | None = None  # held while the pool is open (``__enter__``)
         self.failures: list[str] = []  # why a child could not be used (its calls ran here)
         self.peak_kb: list[int] = []  # each ended child's peak resident memory
         self._lock = threading.Lock()
@@ -179,13 +205,11 @@ class KernelPool:
         self._closing = False
 
     def __enter__(self) -> Self:
-        """Enter from the thread that will close the pool: with the local lane among worker processes,
-        BLAS in this process then runs one thread until ``close`` (OpenBLAS ignores a lower limit set
-        from another thread once the main thread has set one)."""
+        """With the local lane among worker processes, BLAS in this process runs one thread until
+        ``close``. Set here, on the caller's thread: OpenBLAS ignores a lower limit set from another
+        thread once the main thread has set one."""
         if self.use_processes and self.local_lane:
-            from threadpoolctl import threadpool_limits
-
-            self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+            self._blas_limit = _OneBlasThread()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -295,5 +319,5 @@ class KernelPool:
             children, self._children = self._children, []
             blas_limit, self._blas_limit = self._blas_limit, None
         if blas_limit is not None:
-            blas_limit.restore_original_limits()
+            blas_limit.release()
         self.peak_kb.extend(child.close() for child in children)

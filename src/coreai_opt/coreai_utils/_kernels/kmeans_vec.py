@@ -329,7 +329,8 @@ def _lloyd(P, w, Y, C, max_iter):
     centroid.  Empty clusters keep their centroid."""
     R, k, d = C.shape
     m, wsum = len(P), w.sum()
-    wt, wp = np.tile(w, R), np.tile(P.T, R) * np.tile(w, R)  # a prefix of r * m serves r runs
+    wt = np.tile(w, R)  # a prefix of r * m entries serves r runs
+    wp = np.tile(P.T, R) * wt
     C = C.reshape(R * k, d).copy()
     labels = _nearest_approx(Y, C, k)
     active = np.arange(R)
