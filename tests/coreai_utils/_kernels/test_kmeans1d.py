@@ -353,31 +353,6 @@ def test_nearest_indices_of_long_and_short_rows_are_the_nearest_entries(rows, n,
     np.testing.assert_array_equal(nearest_indices(values, lut), expected)
 
 
-def test_run_sums_add_each_run_in_float64_without_widening_the_whole_input(monkeypatch):
-    import tracemalloc
-
-    from coreai_opt.coreai_utils._kernels import kmeans1d
-
-    monkeypatch.setattr(kmeans1d, "_SUM_BLOCK", 1000)  # runs cross many blocks
-    rng = np.random.default_rng(3)
-    flat = (rng.standard_normal(20_000) * 1e4).astype(np.float32)
-    # Empty runs (equal starts) anywhere, on block edges, and at the very end.
-    starts = np.sort(np.concatenate([[0, 0, 1000, 1000, 2999, 20_000, 20_000], rng.integers(0, 20_000, 40)]))
-    ends = [*starts[1:], flat.size]
-    expected = [flat[a:b].astype(np.float64).sum() for a, b in zip(starts, ends, strict=True)]
-    np.testing.assert_allclose(kmeans1d._run_sums(flat, starts), expected, rtol=1e-12, atol=1e-9)
-
-    monkeypatch.setattr(kmeans1d, "_SUM_BLOCK", 1 << 16)
-    big = np.ones(1 << 22, np.float32)  # 16 MB; widened at once it would take 32 MB more
-    tracemalloc.start()
-    try:
-        sums = kmeans1d._run_sums(big, np.arange(0, big.size, 1 << 18))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert sums.tolist() == [float(1 << 18)] * 16 and peak < 4 << 20
-
-
 def test_whole_tensors_cluster_the_same_with_strided_running_sums(monkeypatch):
     from coreai_opt.coreai_utils._kernels import kmeans1d
 
@@ -393,5 +368,5 @@ def test_whole_tensors_cluster_the_same_with_strided_running_sums(monkeypatch):
     np.testing.assert_allclose(lut_b, lut_a, rtol=1e-6)
     assert np.mean(idx_a != idx_b) < 1e-3
     assert _sse(rows, lut_b, idx_b) == pytest.approx(_sse(rows, lut_a, idx_a), rel=1e-6)
-    # Rows searched with merge/split moves (no DP at 8 bits below 4 M values) ask for too many sums.
+    # Rows searched with merge/split moves (8 bits below 1.8 M values: no lone DP start) ask for too many sums.
     assert kmeans1d._exact_histogram(rows, 256).sum_stride == 1

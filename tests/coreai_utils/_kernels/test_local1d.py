@@ -42,3 +42,26 @@ def test_strided_running_sums_give_every_sum_when_asked(dtype):
     for got, expected in zip(local.run_stats(strided, np.arange(3), bounds, 0.0),
                              local.run_stats(full, np.arange(3), bounds, 0.0), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_run_sums_add_each_run_in_float64_without_widening_the_whole_input(monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setattr(local, "_WIDEN_BLOCK", 1000)  # runs cross many blocks
+    rng = np.random.default_rng(3)
+    flat = (rng.standard_normal(20_000) * 1e4).astype(np.float32)
+    # Empty runs (equal starts) anywhere, on block edges, and at the very end.
+    starts = np.sort(np.concatenate([[0, 0, 1000, 1000, 2999, 20_000, 20_000], rng.integers(0, 20_000, 40)]))
+    ends = [*starts[1:], flat.size]
+    expected = [flat[a:b].astype(np.float64).sum() for a, b in zip(starts, ends, strict=True)]
+    np.testing.assert_allclose(local.run_sums(flat, starts), expected, rtol=1e-12, atol=1e-9)
+
+    monkeypatch.setattr(local, "_WIDEN_BLOCK", 1 << 16)
+    big = np.ones(1 << 22, np.float32)  # 16 MB; widened at once it would take 32 MB more
+    tracemalloc.start()
+    try:
+        sums = local.run_sums(big, np.arange(0, big.size, 1 << 18))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sums.tolist() == [float(1 << 18)] * 16 and peak < 4 << 20

@@ -99,11 +99,8 @@ def histogram(sorted_rows: np.ndarray, compress: bool = True, sum_stride: int = 
     """
     rows, n = sorted_rows.shape
     if not compress:
-        sizes = np.full(rows, n, dtype=np.int64)
-        if sum_stride > 1:
-            return Histogram(sorted_rows, None, _strided_sums(sorted_rows, sum_stride), sizes, unit=True,
-                             sum_stride=sum_stride)
-        return Histogram(sorted_rows, None, _running_sums(sorted_rows), sizes, unit=True)
+        sums = _running_sums(sorted_rows) if sum_stride == 1 else _strided_sums(sorted_rows, sum_stride)
+        return Histogram(sorted_rows, None, sums, np.full(rows, n, dtype=np.int64), unit=True, sum_stride=sum_stride)
     new = np.ones((rows, n), dtype=bool)
     new[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
     starts = np.flatnonzero(new)  # flat positions where a new distinct value begins
@@ -135,8 +132,9 @@ def _strided_sums(sorted_rows: np.ndarray, stride: int) -> np.ndarray:
     return sums
 
 
-#: Values widened to float64 at a time by ``_running_sums`` (at once, a whole-tensor row needed a
-#: temporary copy as large as its sums: 94 MB for the MiniLM embedding).
+#: Values widened to float64 at a time by ``_running_sums`` and ``run_sums`` (at once, a
+#: whole-tensor row needed a temporary copy as large as its sums: 94 MB for the MiniLM embedding;
+#: ``np.add.reduceat`` with a wider dtype also copies its whole input first).
 _WIDEN_BLOCK = 1 << 18
 
 
@@ -154,6 +152,23 @@ def _running_sums(sorted_rows: np.ndarray) -> np.ndarray:
         block[:, 0] += sums[:, start]
         np.cumsum(block, axis=1, out=block)
     return sums
+
+
+def run_sums(flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """float64 sum of each run ``flat[starts[j] : starts[j + 1]]`` (the last one to the end).
+
+    ``starts`` is non-decreasing from 0; equal starts make empty runs (sum 0). Each
+    block of ``_WIDEN_BLOCK`` values is widened and cut at the run starts inside
+    it, and a run adds its pieces in order.
+    """
+    blocks = np.arange(0, flat.size, _WIDEN_BLOCK)
+    cuts = np.union1d(starts[starts < flat.size], blocks)
+    first_cut = np.searchsorted(cuts, blocks)
+    pieces = np.empty(cuts.size)
+    for block, low, high in zip(blocks, first_cut, [*first_cut[1:], cuts.size], strict=True):
+        widened = flat[block : block + _WIDEN_BLOCK].astype(np.float64)
+        pieces[low:high] = np.add.reduceat(widened, cuts[low:high] - block)
+    return np.bincount(np.searchsorted(starts, cuts, side="right") - 1, weights=pieces, minlength=starts.size)
 
 
 def running_counts(hist: Histogram, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:

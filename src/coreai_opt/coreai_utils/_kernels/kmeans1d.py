@@ -437,28 +437,6 @@ def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return position.astype(np.uint8)
 
 
-#: Values widened to float64 at a time by ``_run_sums``: ``np.add.reduceat`` with a wider dtype
-#: first copies its whole input (94 MB for the MiniLM embedding, 50-60 ms of page faults).
-_SUM_BLOCK = 1 << 18
-
-
-def _run_sums(flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """float64 sum of each run ``flat[starts[j] : starts[j + 1]]`` (the last one to the end).
-
-    ``starts`` is non-decreasing from 0; equal starts make empty runs (sum 0). Each
-    block of ``_SUM_BLOCK`` values is widened and cut at the run starts inside
-    it, and a run adds its pieces in order.
-    """
-    blocks = np.arange(0, flat.size, _SUM_BLOCK)
-    cuts = np.union1d(starts[starts < flat.size], blocks)
-    first_cut = np.searchsorted(cuts, blocks)
-    pieces = np.empty(cuts.size)
-    for block, low, high in zip(blocks, first_cut, [*first_cut[1:], cuts.size], strict=True):
-        widened = flat[block : block + _SUM_BLOCK].astype(np.float64)
-        pieces[low:high] = np.add.reduceat(widened, cuts[low:high] - block)
-    return np.bincount(np.searchsorted(starts, cuts, side="right") - 1, weights=pieces, minlength=starts.size)
-
-
 def _exact_means(hist: local.Histogram, edges: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Mean of each run [edges[:, j], edges[:, j+1]) of entries, summed directly (no prefix-sum cancellation)."""
     rows, width = hist.values.shape
@@ -467,7 +445,7 @@ def _exact_means(hist: local.Histogram, edges: np.ndarray, fallback: np.ndarray)
     else:
         weighted = local.entry_counts(hist) * np.where(np.isfinite(hist.values), hist.values.astype(np.float64), 0.0)
     starts = (np.arange(rows, dtype=np.int64)[:, None] * width + edges[:, :-1]).reshape(-1)
-    sums = _run_sums(weighted.reshape(-1), starts).reshape(rows, -1)
+    sums = local.run_sums(weighted.reshape(-1), starts).reshape(rows, -1)
     counts = np.diff(local.running_counts(hist, np.arange(rows), edges), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(counts > 0, sums / counts, fallback)
