@@ -52,6 +52,35 @@ def test_children_give_the_bits_of_this_process():
         assert _same((lut_a, idx_a), (lut_b, idx_b))
 
 
+def test_children_without_avx512_give_the_bits_of_this_process(monkeypatch):
+    """Where sorting runs in children that skip numpy's AVX-512 code, the kernels must not depend on
+    numpy's SIMD target: every path of the scalar search, long rows and 16-bit rows included."""
+    from coreai_opt.coreai_utils import _pool
+
+    targets = _pool.enabled_avx512_targets()
+    if not targets:
+        pytest.skip("numpy runs no AVX-512 code on this CPU")
+    monkeypatch.delenv("NPY_DISABLE_CPU_FEATURES", raising=False)
+    monkeypatch.setattr(_pool, "avx512_sort_targets", lambda: targets)
+    rng = np.random.default_rng(11)
+    calls = [  # (k, rows): DP starts with moves, companded and even starts (k = 64), 8 bits, whole tensors
+        (16, rng.standard_normal((6, 3000)).astype(np.float32)),
+        (64, rng.laplace(size=(4, 1500)).astype(np.float32)),
+        (256, rng.standard_t(3, size=(1, 300_000)).astype(np.float32)),
+        (16, rng.standard_normal((1, 1 << 18)).astype(np.float32)),
+        (32, rng.standard_normal((5, 900)).astype(np.float16)),
+        (16, rng.standard_normal((2, 70_000)).astype(np.float16)),
+    ]
+    kernels = [partial(palettize_rows, k=k, round_decimals=4) for k, _ in calls]
+    here = [kernel(rows) for kernel, (_, rows) in zip(kernels, calls, strict=True)]
+    with KernelPool(2, ALWAYS, sorts=True) as pool:
+        there = [pool.map(kernel, [rows])[0] for kernel, (_, rows) in zip(kernels, calls, strict=True)]
+        assert pool.avx2_children and pool.processes >= 1
+    assert not pool.failures
+    for ours, theirs in zip(here, there, strict=True):
+        assert _same(ours, theirs)
+
+
 def test_a_child_loads_numpy_and_the_kernels_only():
     with _children_only() as pool:
         [(pid, modules)] = pool.map(pool_calls.where_and_what, [None])
@@ -254,10 +283,16 @@ def test_a_started_child_preloads_the_kernels_it_will_run():
     assert {"coreai_opt.coreai_utils._kernels.kmeans1d", "coreai_opt.coreai_utils._kernels.kmeans_vec"} <= set(modules)
 
 
-def test_only_passes_that_cluster_start_worker_processes(small_net_fp32, monkeypatch):
+@pytest.mark.parametrize("slow_sorts, expected", [
+    (False, [0, 1, 1, 1, 1]),  # scalar and vector clustering: one child and this process
+    (True, [0, 2, 2, 1, 1]),  # sorting on a CPU with slow AVX-512 sorts: two children; vectors do not sort
+])
+def test_only_passes_that_cluster_start_worker_processes(small_net_fp32, small_net_fp16, monkeypatch, slow_sorts,
+                                                          expected):
     from coreai_opt.coreai_utils import _pool, sparsify_weights
     from coreai_opt.coreai_utils._passes import runner
 
+    _with_slow_avx512_sorts(monkeypatch, slow_sorts)
     monkeypatch.setattr(runner, "available_cpus", lambda: 2)
     monkeypatch.setattr(_pool, "PROCESS_MIN_VALUES", 0)
     program = small_net_fp32[0]
@@ -266,8 +301,73 @@ def test_only_passes_that_cluster_start_worker_processes(small_net_fp32, monkeyp
         sparsify_weights(program, palettize_nbits=2)
         palettize_weights(program, None, num_kmeans_workers=2)
         palettize_weights(program, None, num_kmeans_workers=2, cluster_dim=2)
-    # Scalar and vector clustering: one child and this process.
-    assert [report.worker_processes for report in reports] == [0, 1, 1, 1]
+        palettize_weights(small_net_fp16[0], None, num_kmeans_workers=2)  # 16-bit values are mostly counted
+    assert [report.worker_processes for report in reports] == expected
+
+
+def _with_slow_avx512_sorts(monkeypatch, slow: bool) -> tuple[str, ...]:
+    """Make the pool treat this CPU's AVX-512 sorts as slow, or not; the targets its children skip."""
+    from numpy._core import _multiarray_umath as umath
+
+    from coreai_opt.coreai_utils import _pool
+
+    targets = tuple(umath.__cpu_dispatch__[-1:]) if slow else ()  # a target this numpy knows
+    monkeypatch.setattr(_pool, "avx512_sort_targets", lambda: targets)
+    return targets
+
+
+def test_sorting_calls_run_in_children_without_avx512_where_its_sorts_are_slow(monkeypatch):
+    monkeypatch.delenv("NPY_DISABLE_CPU_FEATURES", raising=False)
+    probe = partial(pool_calls.environment, ["NPY_DISABLE_CPU_FEATURES"])
+    targets = _with_slow_avx512_sorts(monkeypatch, True)
+    for workers in (1, 2):  # even one worker: all sorting calls run with the same numpy code
+        with KernelPool(workers, ALWAYS, sorts=True) as pool:
+            pool.start()
+            assert pool.processes == workers and pool.avx2_children
+            settings = pool.map(probe, [None] * 4)
+        assert settings == [{"NPY_DISABLE_CPU_FEATURES": " ".join(targets)}] * 4 and not pool.failures
+    # Calls that do not sort, small passes, and CPUs whose AVX-512 sorts are fast: as before.
+    with KernelPool(2, ALWAYS) as pool:
+        pool.start()
+        assert pool.processes == 1 and not pool.avx2_children
+        assert pool.map(probe, [None]) == [{"NPY_DISABLE_CPU_FEATURES": None}]
+    for pool in (KernelPool(2, PROCESS_MIN_VALUES - 1, sorts=True), KernelPool(1, ALWAYS)):
+        with pool:
+            [(pid, _)] = pool.map(pool_calls.where_and_what, [None])
+        assert pid == os.getpid() and pool.processes == 0
+    _with_slow_avx512_sorts(monkeypatch, False)
+    assert not KernelPool(1, ALWAYS, sorts=True).use_processes
+
+
+_ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nflags\t\t: fpu avx2 avx512f\n\n"
+
+
+@pytest.mark.parametrize("cpuinfo, zen4", [
+    (_ZEN4, True),
+    (_ZEN4 + "processor\t: 1\nvendor_id\t: GenuineIntel\n", True),  # the first processor speaks for all
+    (_ZEN4.replace(" avx512f", ""), False),  # Zen 3: the same family, no AVX-512
+    (_ZEN4.replace("25", "26"), False),  # Zen 5 stores compressed vectors at full speed
+    (_ZEN4.replace("AuthenticAMD", "GenuineIntel").replace("25", "6"), False),
+    ("", False),
+    ("vendor_id: AuthenticAMD\ncpu family: twenty-five\nflags: avx512f\n", False),
+])
+def test_zen4_is_recognised_from_cpuinfo(cpuinfo, zen4):
+    from coreai_opt.coreai_utils._pool import _is_zen4
+
+    assert _is_zen4(cpuinfo) is zen4
+
+
+@pytest.mark.parametrize("name", ["NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES"])
+def test_the_callers_own_numpy_cpu_setting_wins(monkeypatch, name):
+    from coreai_opt.coreai_utils import _pool
+
+    monkeypatch.setattr(_pool, "_is_zen4", lambda cpuinfo: True)
+    monkeypatch.setenv(name, "AVX512_SPR")
+    _pool.avx512_sort_targets.cache_clear()
+    try:
+        assert _pool.avx512_sort_targets() == ()
+    finally:
+        _pool.avx512_sort_targets.cache_clear()
 
 
 @pytest.mark.parametrize("idle_seconds", [0.0, 1.0])  # closed while booting, and once ready

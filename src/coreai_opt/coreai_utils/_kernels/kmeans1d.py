@@ -88,7 +88,7 @@ def dp_atom_budget(n_values: int, k: int) -> int:
         if size > _SMALL_BUDGET and not long_row:
             break
         work = k * (size * size if size <= _SMALL_BUDGET
-                    else _DIVIDE_AND_CONQUER_LAYER + _DIVIDE_AND_CONQUER_COST * size * np.log2(size))
+                    else _DIVIDE_AND_CONQUER_LAYER + _DIVIDE_AND_CONQUER_COST * size * (size.bit_length() - 1))
         if work > allowed:
             break
         budget = size
@@ -289,6 +289,22 @@ def _evenly_spaced(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarra
     return low + (high - low) * (np.arange(k) + 0.5) / k
 
 
+#: Initial cube-root estimate: the exponent field divided by 3 (a few % off), as in the classic bit trick.
+_CUBE_ROOT_MAGIC = 0x2A9F7893782DA1CE
+_CUBE_ROOT_STEPS = 5  # Newton steps from it: the error squares each step, down to float64 rounding
+
+
+def _cube_root(x: np.ndarray) -> np.ndarray:
+    """Cube root of zeros and normal positive float64 values, by integer and IEEE arithmetic only: the same bits
+    whatever numpy's SIMD target (``np.cbrt`` differs in the last bit between its AVX-512 and AVX2
+    code, and sorting calls may run in processes that skip AVX-512, see ``_pool``)."""
+    y = (x.view(np.int64) // 3 + _CUBE_ROOT_MAGIC).view(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(_CUBE_ROOT_STEPS):
+            y = (y + y + x / (y * y)) / 3.0
+    return np.where(x > 0, y, 0.0)
+
+
 def _companded_points(hist: local.Histogram, rows: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Values at the given quantiles of the cube root of each row's histogram, (rows, len(fractions)).
 
@@ -302,7 +318,7 @@ def _companded_points(hist: local.Histogram, rows: np.ndarray, fractions: np.nda
     positions = local.search_sorted(hist.values, rows, edges)
     ends = np.concatenate([positions, hist.sizes[rows][:, None].astype(np.int64)], axis=1)
     below = np.concatenate([np.zeros((rows.size, 1), np.int64), local.running_counts(hist, rows, ends)], axis=1)
-    cdf = np.concatenate([np.zeros((rows.size, 1)), np.cumsum(np.cbrt(np.diff(below, axis=1).astype(np.float64)),
+    cdf = np.concatenate([np.zeros((rows.size, 1)), np.cumsum(_cube_root(np.diff(below, axis=1).astype(np.float64)),
                                                                axis=1)], axis=1)
     cdf /= cdf[:, -1:]
     located = np.stack([np.searchsorted(cdf[r, 1:], fractions, side="right") for r in range(rows.size)]) \
@@ -427,7 +443,7 @@ def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
     flat = mids.reshape(-1)
     base = (np.arange(rows, dtype=np.int32) * (k - 1))[:, None]
     position = np.zeros(values.shape, dtype=np.int32)
-    step = 1 << int(np.ceil(np.log2(k)) - 1)
+    step = 1 << ((k - 1).bit_length() - 1)  # half the power of two at or above k
     while step:
         candidate = position + step
         inside = candidate <= k - 1

@@ -33,6 +33,7 @@ depend on the other groups, on ``G``, on chunk sizes or on BLAS threads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -356,7 +357,7 @@ def _lloyd(P, w, Y, C, max_iter):
 def _kmeanspp(P, w, k, rng, R):
     """Greedy k-means++ (2 + log k candidates per centre), R runs: (R, k, d)."""
     m = len(P)
-    trials = 2 + int(np.log(k))
+    trials = 2 + int(math.log(k))
     p2 = (P * P).sum(1)
 
     def sq_dist(idx):  # (..., m) distances from P[idx] to all points

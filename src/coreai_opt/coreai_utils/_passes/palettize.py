@@ -17,7 +17,7 @@ from functools import partial
 
 import numpy as np
 
-from .._dtypes import numpy_dtype, uint_type
+from .._dtypes import bit_width, numpy_dtype, uint_type
 from .._encoding import Const, LutToDense, Node, ShiftScale
 from .._ir import Role
 from .._kernels.assign import nearest_vectors
@@ -88,6 +88,11 @@ class PalettizeEncoder:
 
     def __call__(self, weight: np.ndarray, role: Role, element_type: str, pool: KernelPool) -> Encoded | Skipped:
         return self.encode_batch([weight], [role], element_type, pool)[0]
+
+    def sorts(self, element_type: str) -> bool:
+        """Whether clustering weights of this type sorts their values: scalar clustering sorts 32-
+        and 64-bit floats (16-bit ones are mostly counted by bit pattern instead)."""
+        return self.options.cluster_dim == 1 and bit_width(element_type) >= 32
 
     def batch_key(self, shape: tuple[int, ...], role: Role, element_type: str) -> tuple | None:
         """Weights with equal keys may share one ``encode_batch`` call (None: encode alone): scalar

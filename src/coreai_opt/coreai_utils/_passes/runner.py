@@ -55,7 +55,8 @@ class Skipped:
 #: on worker threads). An encoder may also offer ``batch_key(shape, role, element_type)`` and
 #: ``encode_batch(weights, roles, element_type, pool)``: weights with equal keys are then encoded
 #: together (see ``_tasks``). One that never calls ``pool.map`` should say so with ``uses_pool = False``,
-#: so no worker processes are started for it ahead of use.
+#: so no worker processes are started for it ahead of use; one whose kernel calls mostly sort the
+#: values of some weights offers ``sorts(element_type) -> bool`` (see ``KernelPool``).
 Encoder = Callable[[np.ndarray, "_ir.Role", str, KernelPool], "Encoded | Skipped"]
 
 
@@ -266,6 +267,15 @@ def _warn(rows: list[WeightReport], notes: list[str], pass_name: str) -> None:
         warnings.warn(f"{pass_name}: {note}", CompressionWarning, stacklevel=5)
 
 
+def _sort_bound(encoder: Encoder, candidates: list[_Candidate]) -> bool:
+    """Whether the encoder's kernel calls sort most of the pass's values."""
+    sorts = getattr(encoder, "sorts", None)
+    if sorts is None:
+        return False
+    sorted_values = sum(c.site.size for c in candidates if sorts(c.site.element_type))
+    return 2 * sorted_values > sum(c.site.size for c in candidates)
+
+
 def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshold: int,
              encoder: Encoder, workers: int = 1):
     """Compress ``program``'s weights with ``encoder``; return the compressed program."""
@@ -280,7 +290,7 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
     workers = usable_threads(workers)
     blobs = _ir.BlobReader(module.operation, weight_bytes)
     try:
-        with KernelPool(workers, sum(c.site.size for c in candidates)) as pool:
+        with KernelPool(workers, sum(c.site.size for c in candidates), sorts=_sort_bound(encoder, candidates)) as pool:
             if getattr(encoder, "uses_pool", True):
                 pool.start()  # the workers boot while the weights are read
             outcomes = _encode_all(module, candidates, blobs, encoder, pool, workers, snr_requested())

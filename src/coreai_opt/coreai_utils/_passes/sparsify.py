@@ -46,6 +46,10 @@ class SparsifyEncoder:
         """Whether encoding calls the kernel pool (only palettized non-zeros do)."""
         return self.options.palettize_nbits is not None
 
+    def sorts(self, element_type: str) -> bool:
+        """Whether encoding sorts the weight's values in the pool: palettized non-zeros are."""
+        return self.uses_pool
+
     def __call__(self, weight: np.ndarray, role: Role, element_type: str, pool: KernelPool) -> Encoded | Skipped:
         keep = self._keep_mask(weight, role)
         if isinstance(keep, Skipped):
