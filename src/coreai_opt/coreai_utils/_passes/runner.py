@@ -267,13 +267,10 @@ def _warn(rows: list[WeightReport], notes: list[str], pass_name: str) -> None:
         warnings.warn(f"{pass_name}: {note}", CompressionWarning, stacklevel=5)
 
 
-def _sort_bound(encoder: Encoder, candidates: list[_Candidate]) -> bool:
-    """Whether the encoder's kernel calls sort most of the pass's values."""
+def _sort_bound(encoder: Encoder, candidates: list[_Candidate], values: int) -> bool:
+    """Whether the encoder's kernel calls sort most of the pass's ``values``."""
     sorts = getattr(encoder, "sorts", None)
-    if sorts is None:
-        return False
-    sorted_values = sum(c.site.size for c in candidates if sorts(c.site.element_type))
-    return 2 * sorted_values > sum(c.site.size for c in candidates)
+    return sorts is not None and 2 * sum(c.site.size for c in candidates if sorts(c.site.element_type)) > values
 
 
 def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshold: int,
@@ -288,9 +285,10 @@ def run_pass(program, *, in_place: bool, pass_name: str, options: dict, threshol
     candidates, rows = _select(module, threshold)
     weight_bytes = sum(storage_bytes(c.site.size, c.site.element_type) for c in candidates)
     workers = usable_threads(workers)
+    values = sum(c.site.size for c in candidates)
     blobs = _ir.BlobReader(module.operation, weight_bytes)
     try:
-        with KernelPool(workers, sum(c.site.size for c in candidates), sorts=_sort_bound(encoder, candidates)) as pool:
+        with KernelPool(workers, values, sorts=_sort_bound(encoder, candidates, values)) as pool:
             if getattr(encoder, "uses_pool", True):
                 pool.start()  # the workers boot while the weights are read
             outcomes = _encode_all(module, candidates, blobs, encoder, pool, workers, snr_requested())
