@@ -357,17 +357,21 @@ def test_zen4_is_recognised_from_cpuinfo(cpuinfo, zen4):
     assert _is_zen4(cpuinfo) is zen4
 
 
-@pytest.mark.parametrize("name", ["NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES"])
-def test_the_callers_own_numpy_cpu_setting_wins(monkeypatch, name):
+@pytest.mark.parametrize("callers_setting", [None, "NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES"])
+def test_zen4_children_skip_every_avx512_target_unless_the_caller_set_numpys_switch(monkeypatch, callers_setting):
     from coreai_opt.coreai_utils import _pool
 
     monkeypatch.setattr(_pool, "_is_zen4", lambda cpuinfo: True)
-    monkeypatch.setenv(name, "AVX512_SPR")
+    for name in ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES"):
+        monkeypatch.delenv(name, raising=False)
+    if callers_setting:
+        monkeypatch.setenv(callers_setting, "AVX512_SPR")
     _pool.avx512_sort_targets.cache_clear()
     try:
-        assert _pool.avx512_sort_targets() == ()
+        targets = _pool.avx512_sort_targets()
     finally:
         _pool.avx512_sort_targets.cache_clear()
+    assert targets == (() if callers_setting else _pool.enabled_avx512_targets())
 
 
 @pytest.mark.parametrize("idle_seconds", [0.0, 1.0])  # closed while booting, and once ready

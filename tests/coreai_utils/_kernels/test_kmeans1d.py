@@ -370,3 +370,13 @@ def test_whole_tensors_cluster_the_same_with_strided_running_sums(monkeypatch):
     assert _sse(rows, lut_b, idx_b) == pytest.approx(_sse(rows, lut_a, idx_a), rel=1e-6)
     # Rows searched with merge/split moves (8 bits below 1.8 M values: no lone DP start) ask for too many sums.
     assert kmeans1d._exact_histogram(rows, 256).sum_stride == 1
+
+
+def test_cube_root_is_within_one_ulp_of_cbrt_on_counts_and_large_values():
+    from coreai_opt.coreai_utils._kernels.kmeans1d import _cube_root
+
+    counts = np.concatenate([np.arange(200_000.0), np.random.default_rng(3).integers(0, 1 << 50, 50_000) * 1.0,
+                             [1e-300, 1e300, np.finfo(np.float64).max]])
+    got, want = _cube_root(counts), np.cbrt(counts)
+    assert got[0] == 0.0 and np.array_equal(got[[1, 8, 27, 1000]], [1.0, 2.0, 3.0, 10.0])
+    assert np.all(np.abs(got - want) <= np.spacing(want))
