@@ -17,7 +17,7 @@ by a thread of this process.
   ``__main__`` (a script without a main guard would start over in every worker).
 - They start only for a pass with enough weight values (``PROCESS_MIN_VALUES``;
   small programs stay in this process), and only when more than one worker may run
-  (or, below, the calls sort).
+  (for calls that sort, see the next point).
 - On CPUs whose AVX-512 sorts are slow (AMD Zen 4: ``avx512_sort_targets``), a
   pool of calls that mostly sort (``sorts``) runs every call in children whose
   numpy uses its AVX2 code instead, with no local lane and even for one worker.
