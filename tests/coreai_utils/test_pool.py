@@ -364,14 +364,14 @@ def test_zen4_children_skip_every_avx512_target_unless_the_caller_set_numpys_swi
     monkeypatch.setattr(_pool, "_is_zen4", lambda cpuinfo: True)
     for name in ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES"):
         monkeypatch.delenv(name, raising=False)
-    if callers_setting:
-        monkeypatch.setenv(callers_setting, "AVX512_SPR")
-    _pool.avx512_sort_targets.cache_clear()
+    _pool._zen4_here.cache_clear()
     try:
-        targets = _pool.avx512_sort_targets()
+        assert _pool.avx512_sort_targets() == _pool.enabled_avx512_targets()
+        if callers_setting:  # set after a first pass: still wins
+            monkeypatch.setenv(callers_setting, "AVX512_SPR")
+            assert _pool.avx512_sort_targets() == ()
     finally:
-        _pool.avx512_sort_targets.cache_clear()
-    assert targets == (() if callers_setting else _pool.enabled_avx512_targets())
+        _pool._zen4_here.cache_clear()
 
 
 @pytest.mark.parametrize("idle_seconds", [0.0, 1.0])  # closed while booting, and once ready

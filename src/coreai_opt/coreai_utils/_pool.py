@@ -93,24 +93,26 @@ def _is_zen4(cpuinfo: str) -> bool:
             and "avx512f" in fields.get("flags", "").split())
 
 
-@functools.cache
 def avx512_sort_targets() -> tuple[str, ...]:
     """numpy's AVX-512 SIMD targets in use here if its AVX-512 sorts are slow on this CPU, else ().
 
     On the AMD EPYC (Zen 4) this project is benchmarked on, ``np.sort`` of 4 M
     float32 values took 0.15 s with them and 0.026 s with numpy's AVX2 code
     (``np.partition`` 0.028 s and 0.005 s). A caller who set numpy's own switch
-    keeps it (): their choice wins.
+    keeps it (): their choice wins, checked at every pass (only the CPU is read once).
     """
-    if _NUMPY_DISABLE in os.environ or _NUMPY_ENABLE in os.environ:
-        return ()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            if not _is_zen4(cpuinfo.read()):
-                return ()
-    except OSError:
+    if _NUMPY_DISABLE in os.environ or _NUMPY_ENABLE in os.environ or not _zen4_here():
         return ()
     return enabled_avx512_targets()
+
+
+@functools.cache
+def _zen4_here() -> bool:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return _is_zen4(cpuinfo.read())
+    except OSError:
+        return False
 
 
 def enabled_avx512_targets() -> tuple[str, ...]:
