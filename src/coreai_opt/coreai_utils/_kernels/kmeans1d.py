@@ -114,7 +114,8 @@ def _approximating_atoms(budget: int, k: int) -> int:
 
 
 def _sortable(values: np.ndarray) -> np.ndarray:
-    return values if values.dtype == np.float64 else values.astype(np.float32)
+    """The values as float64 or float32 (a view where they already are: read only)."""
+    return values if values.dtype == np.float64 else values.astype(np.float32, copy=False)
 
 
 _BIN_TRIALS = 8
@@ -400,46 +401,72 @@ _GRID_CELLS = 1 << 14
 #: Rows at least this long find their nearest entries row by row (``_count_below``, 6-8x faster
 #: there than the vectorised binary search over all rows, which wins on many short rows).
 _LONG_NEAREST = 1 << 14
+#: Long rows are assigned this many values at a time: the temporaries stay in cache and small (whole-row
+#: ones took 250 MB for the MiniLM embedding at k = 256, whose first touch in a fresh worker process costs
+#: more than the work on this project's machine), with a few numpy calls per chunk.
+_NEAREST_CHUNK = 1 << 16
 
 
-def _count_below(values: np.ndarray, mids: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(mids, values, side="left")`` for one long row, about twice as fast.
+def _count_below(values: np.ndarray, mids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.searchsorted(mids, values, side="left")`` for one long row, about twice as fast, into ``out``
+    (any integer type that holds ``mids.size``; a new intp array if None), a chunk at a time. ``mids``
+    are of the type ``_sortable`` gives ``values``.
 
     Each value's cell in an even grid over the midpoints gives a lower bound on
     its answer (the count below the previous cell's edge: the cell computed in
     float32 is off by far less than one); exact comparisons then step it up,
     on ever fewer values.
     """
+    out = np.empty(values.shape, np.intp) if out is None else out
     low, high = float(mids[0]), float(mids[-1])
     scale = _GRID_CELLS / (high - low) if high > low else np.inf
     if not scale < float(np.finfo(np.float32).max):
-        return np.searchsorted(mids, values, side="left")
+        for a in range(0, values.size, _NEAREST_CHUNK):
+            out[a : a + _NEAREST_CHUNK] = np.searchsorted(mids, _sortable(values[a : a + _NEAREST_CHUNK]), side="left")
+        return out
     edges = low + np.arange(-1, _GRID_CELLS) / scale  # each cell's previous edge
-    below = np.searchsorted(mids, edges, side="left").astype(np.int16 if mids.size < 1 << 15 else np.int32)
-    with np.errstate(over="ignore"):  # values far outside the midpoints: +-inf, clipped to the end cells
-        cell = (values - values.dtype.type(low)).astype(np.float32, copy=False) * np.float32(scale)
-    np.clip(cell, 0, _GRID_CELLS, out=cell)
-    count = below[cell.astype(np.int32)].astype(np.intp)
+    below = np.searchsorted(mids, edges, side="left")
     padded = np.append(mids, np.array(np.inf, mids.dtype))
-    step = np.flatnonzero(values > padded[count])
-    while step.size:
-        count[step] += 1
-        step = step[values[step] > padded[count[step]]]
-    return count
+    low_v, scale32 = mids.dtype.type(low), np.float32(scale)
+    for a in range(0, values.size, _NEAREST_CHUNK):
+        chunk = _sortable(values[a : a + _NEAREST_CHUNK])
+        with np.errstate(over="ignore"):  # values far outside the midpoints: +-inf, clipped to the end cells
+            cell = (chunk - low_v).astype(np.float32, copy=False) * scale32
+        np.clip(cell, 0, _GRID_CELLS, out=cell)
+        count = below[cell.astype(np.int32)]
+        step = np.flatnonzero(chunk > padded[count])
+        while step.size:
+            count[step] += 1
+            step = step[chunk[step] > padded[count[step]]]
+        out[a : a + _NEAREST_CHUNK] = count
+    return out
+
+
+def _count_above_few(values: np.ndarray, mids: np.ndarray, out: np.ndarray) -> None:
+    """``out[r, i]`` = how many of ``mids[r]`` lie below ``values[r, i]``, by one comparison per midpoint
+    (few midpoints), for rows of ``values`` cut into chunks."""
+    rows, n = values.shape
+    step = n if n < _LONG_NEAREST else _NEAREST_CHUNK
+    for a in range(0, n, step):
+        part, target = _sortable(values[:, a : a + step]), out[:, a : a + step]
+        for j in range(mids.shape[1]):
+            target += part > mids[:, j : j + 1]
 
 
 def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """Index of the nearest entry of each row's sorted LUT (ties: lower index), uint8 (rows, n)."""
-    values = _sortable(np.asarray(values))
+    values = np.asarray(values)
     rows, k = lut.shape
-    mids = local.round_down((lut[:, 1:] + lut[:, :-1]) / 2.0, values.dtype)
+    mids = local.round_down((lut[:, 1:] + lut[:, :-1]) / 2.0, _sortable(values[:, :0]).dtype)
+    out = np.zeros(values.shape, dtype=np.uint8)
     if k <= 32:
-        out = np.zeros(values.shape, dtype=np.uint8)
-        for j in range(k - 1):
-            out += values > mids[:, j : j + 1]
+        _count_above_few(values, mids, out)
         return out
     if rows <= _SMALL_BATCH or values.shape[1] >= _LONG_NEAREST:
-        return np.stack([_count_below(values[r], mids[r]) for r in range(rows)]).astype(np.uint8)
+        for r in range(rows):
+            _count_below(values[r], mids[r], out[r])
+        return out
+    values = _sortable(values)
     flat = mids.reshape(-1)
     base = (np.arange(rows, dtype=np.int32) * (k - 1))[:, None]
     position = np.zeros(values.shape, dtype=np.int32)

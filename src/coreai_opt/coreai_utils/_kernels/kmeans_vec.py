@@ -48,6 +48,7 @@ _SWAP_ITERS = 10
 _POLISH_ITERS, _POLISH_POINTS, _POLISH_WORK, _MARGIN = 20, 1 << 15, 1 << 25, 0.5
 _SAMPLE_STEPS, _STEP_WORK = 10, 1 << 26  # exact Lloyd steps after a sampled coreset
 _CANDIDATES = 8  # most candidate entries decided by direct float64 distances
+_CHUNK = 1 << 16  # points per chunk of whole-group passes (their temporaries stay small)
 
 
 def _effort(k):
@@ -149,16 +150,18 @@ class _Frame:
         # mean and the values are moderate; otherwise normalise in float64.
         fast = abs(mu) <= self.s and 2.0**-60 < amax < 2.0**60
         wt = np.float32 if fast else np.float64
-        y = np.subtract(flat, wt(mu), dtype=wt)
-        y *= wt(1.0 / self.s)
         self.y_err = (8.0 if fast else 1.0) * _EPS32  # with a safety margin
         self.Y = Y = np.empty((d + 2, n), np.float32)
-        Y[d] = 1.0
-        for a in range(d):
-            Y[a] = y[a::d]
+        for a in range(d):  # one coordinate at a time: no normalised copy of the whole group
+            y = Y[a] if fast else np.empty(n)
+            np.subtract(flat[a::d], wt(mu), out=y, dtype=wt)
+            np.multiply(y, wt(1.0 / self.s), out=y)
+            if not fast:
+                Y[a] = y
         np.multiply(Y[0], Y[0], out=Y[d + 1])
-        for a in range(1, d):
-            Y[d + 1] += Y[a] * Y[a]
+        for a in range(1, d):  # the row of ones, filled last, holds each square meanwhile
+            Y[d + 1] += np.multiply(Y[a], Y[a], out=Y[d])
+        Y[d] = 1.0
         self.sum_sq = float(Y[d + 1].sum(dtype=np.float64))
 
     def normalize(self, v):
@@ -190,30 +193,38 @@ class _Grid:
         r = np.sqrt(thr) * (1 + 1e-6) + 1e-30
         self.width = width = 2 * r / fine
         keep = sample[Y[d + 1, sample] <= thr]
-        cell = np.zeros(n, np.int32)
-        f = np.empty(n, np.float32)
-        self.lo, self.hi = [], []
+        self.lo, self.hi, to_bins = [], [], []
         for a in range(d):
             edges = np.quantile(Y[a, keep], np.linspace(0, 1, bins + 1)[1:-1])
             cut = np.clip(np.ceil((edges + r) / width), 0, fine).astype(np.int32)
-            to_bin = np.searchsorted(cut, np.arange(fine), side="right").astype(np.int32)
-            np.multiply(Y[a], np.float32(1 / width), out=f)
-            fi = np.add(f, np.float32(r / width), out=f).astype(np.int32)
-            cell *= bins
-            cell += to_bin[np.clip(fi, 0, fine - 1, out=fi)]
+            to_bins.append(np.searchsorted(cut, np.arange(fine), side="right").astype(np.int32))
             # Boxes widened by one fine bin plus the error of y cover
             # rounding in the binning and in the normalisation.
             pad = width + 2 * frame.y_err
             self.lo.append(-r + np.concatenate([[0], cut]) * width - pad)
             self.hi.append(-r + np.concatenate([cut, [fine]]) * width + pad)
-        cell[Y[d + 1] > thr] = bins**d
-        counts = np.bincount(cell, minlength=bins**d + 1)
+        cell = np.empty(n, np.int32)
+        counts = np.zeros(bins**d + 1, np.int64)
+        for part in _chunks(n):  # chunks of points: small temporaries
+            acc = 0
+            for a, to_bin in enumerate(to_bins):
+                f = np.multiply(Y[a, part], np.float32(1 / width))
+                fi = np.add(f, np.float32(r / width), out=f).astype(np.int32)
+                acc = acc * bins + to_bin[np.clip(fi, 0, fine - 1, out=fi)]
+            acc[Y[d + 1, part] > thr] = bins**d
+            cell[part] = acc
+            counts += np.bincount(acc, minlength=bins**d + 1)
         nz = np.flatnonzero(counts[:-1])
         to_pos = np.full(bins**d + 1, len(nz), np.uint16)
         to_pos[nz] = np.arange(len(nz))
         self.pos = to_pos[cell]
+        del cell
         self.count = counts[nz].astype(np.float64)
-        self.sums = np.stack([np.bincount(cell, Y[a], bins**d + 1)[nz] for a in range(d)], 1)
+        sums = np.zeros((d, len(nz) + 1))
+        for part in _chunks(n):
+            for a in range(d):
+                sums[a] += np.bincount(self.pos[part], Y[a, part], len(nz) + 1)
+        self.sums = sums[:, :-1].T.copy()
         self.coords = np.stack(np.unravel_index(nz, (bins,) * d), 1)
         self.margin = 1e-12 * (1 + abs(frame.mu) / frame.s)
 
@@ -234,6 +245,18 @@ class _Grid:
         cand = self.candidates(z, delta)
         labels = np.where(cand.sum(1) == 1, cand.argmax(1), -1)
         return labels, np.flatnonzero(np.append(labels < 0, True)[self.pos])
+
+
+def _chunks(n):
+    """Slices of ``_CHUNK`` points covering ``range(n)``."""
+    return [slice(c, c + _CHUNK) for c in range(0, n, _CHUNK)]
+
+
+def _point_columns(Y, points):
+    """Columns of ``Y`` of the listed points (all if None), ``_CHUNK`` points at a time."""
+    n = Y.shape[1] if points is None else len(points)
+    for part in _chunks(n):
+        yield Y[:, part] if points is None else Y[:, points[part]]
 
 
 def _coreset(frame, grid, round_decimals, rng):
@@ -407,16 +430,16 @@ def _refine(frame, grid, z, to_storage, steps):
     zl = frame.normalize(lut)
     for _ in range(steps):
         cnt, sums = np.zeros(k), np.zeros((k, d))
-        loose = slice(None)
+        loose = None
         if grid.pos is not None:
             labels, loose = grid.split(zl)
             pure = labels >= 0
             cnt += np.bincount(labels[pure], grid.count[pure], k)
             sums += np.stack([np.bincount(labels[pure], v, k) for v in grid.sums[pure].T], 1)
-        Y = frame.Y[:, loose]
-        lab = _nearest_approx(Y, zl, k)[0]
-        cnt += np.bincount(lab, minlength=k)
-        sums += np.stack([np.bincount(lab, Y[a], k) for a in range(d)], 1)
+        for Y in _point_columns(frame.Y, loose):
+            lab = _nearest_approx(Y, zl, k)[0]
+            cnt += np.bincount(lab, minlength=k)
+            sums += np.stack([np.bincount(lab, Y[a], k) for a in range(d)], 1)
         zn = zl.copy()
         zn[cnt > 0] = sums[cnt > 0] / cnt[cnt > 0, None]
         new = _stored(to_storage, frame, zn)
@@ -447,11 +470,12 @@ def _assign(frame, grid, lut):
     _, first = np.unique(lut + 0.0, axis=0, return_index=True)
     first = np.sort(first)  # distinct entries, first occurrences in order
     ulut, n = lut[first], frame.x.shape[0]
+    first = first.astype(np.uint8)  # LUT index of each distinct entry (k <= 256)
     if len(ulut) == 1:
         return np.full(n, first[0], np.uint8)
     z = frame.normalize(ulut)
     if grid.pos is None:
-        return first[_assign_scored(frame, None, ulut, z)].astype(np.uint8)
+        return first[_assign_scored(frame, None, ulut, z)]
     cand = grid.candidates(z)
     count = cand.sum(1)
     table = _candidate_table(cand, count, _CANDIDATES)
@@ -459,9 +483,9 @@ def _assign(frame, grid, lut):
         count = np.where(count > 1, _CANDIDATES + 1, 1)
     kind = np.append(np.minimum(count, _CANDIDATES + 1), _CANDIDATES + 1).astype(np.uint8)
     kind = kind[grid.pos]
-    labels = np.append(first[table[:, 0]], 0).astype(np.uint8)[grid.pos]
+    labels = np.append(first[table[:, 0]], 0).astype(np.uint8)[grid.pos]  # single candidates
     few = np.flatnonzero((kind > 1) & (kind <= _CANDIDATES))
-    labels[few] = first[_assign_candidates(frame, few, table[grid.pos[few]], ulut)]
+    labels[few] = first[_assign_candidates(frame, few, table, grid.pos[few], ulut)]
     many = np.flatnonzero(kind > _CANDIDATES)
     labels[many] = first[_assign_scored(frame, many, ulut, z)]
     return labels
@@ -479,16 +503,17 @@ def _candidate_table(cand, count, L):
     return np.take_along_axis(table, np.minimum(np.arange(L), last), 1)
 
 
-def _assign_candidates(frame, rows, cands, ulut):
-    """Nearest of the candidate entries ``cands`` (len(rows), L) for x[rows],
+def _assign_candidates(frame, rows, table, cells, ulut):
+    """Nearest of the candidate entries ``table[cells[i]]`` (ascending, L per row) for each x[rows[i]],
     by float64 distances; candidates ascend, so ties go to the lower index."""
     labels = np.empty(len(rows), np.intp)
     columns = [np.ascontiguousarray(ulut[:, a]) for a in range(ulut.shape[1])]
     step = 1 << 15
     for s in range(0, len(rows), step):
         xs = frame.x[rows[s : s + step]].astype(np.float64)
-        for l in range(cands.shape[1]):
-            j = cands[s : s + step, l]
+        cands = table[cells[s : s + step]]
+        for l in range(table.shape[1]):
+            j = cands[:, l]
             dist = 0.0
             for a, col in enumerate(columns):
                 diff = xs[:, a] - col[j]
@@ -521,7 +546,7 @@ def _assign_scored(frame, rows, ulut, z):
     C = 0.4 * delta + 4 * delta**2 + 4 * alpha * off + 1e-30
     W = _score_rows(z, off)
     n = frame.Y.shape[1] if rows is None else len(rows)
-    labels, ambiguous = np.empty(n, np.intp), []
+    labels, ambiguous = np.empty(n, np.uint8), []
     step = max(256, _BLOCK // k)
     for a in range(0, n, step):
         part = slice(a, a + step) if rows is None else rows[a : a + step]
@@ -538,6 +563,6 @@ def _assign_scored(frame, rows, ulut, z):
         ambiguous.append(a + np.flatnonzero(near != 1))
     ambiguous = np.concatenate(ambiguous or [np.zeros(0, np.intp)])
     src = ambiguous if rows is None else rows[ambiguous]
-    every = np.broadcast_to(np.arange(k), (len(src), k))
-    labels[ambiguous] = _assign_candidates(frame, src, every, ulut)
+    every = np.arange(k)[None]  # every entry is a candidate
+    labels[ambiguous] = _assign_candidates(frame, src, every, np.zeros(len(src), np.intp), ulut)
     return labels
