@@ -367,6 +367,7 @@ def test_nearest_indices_of_rows_cut_into_chunks_are_the_nearest_entries(monkeyp
     mids = kmeans1d.local.round_down((lut[:, 1:] + lut[:, :-1]) / 2, compared)
     expected = (values[:, :, None] > mids[:, None, :]).sum(axis=2)
     np.testing.assert_array_equal(nearest_indices(values, lut), expected)
+    assert nearest_indices(values[:, :0], lut).shape == (2, 0)
 
 
 def test_nearest_indices_of_a_long_row_need_little_memory_besides_the_result():

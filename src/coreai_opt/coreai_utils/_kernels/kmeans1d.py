@@ -113,9 +113,14 @@ def _approximating_atoms(budget: int, k: int) -> int:
     return min(budget, max(_ATOMS_PER_CLUSTER_LIMIT * k, _SMALL_BUDGET))
 
 
+def _sortable_type(dtype: np.dtype) -> np.dtype:
+    """The type values of ``dtype`` are sorted and compared in: float64 stays, others are float32."""
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
 def _sortable(values: np.ndarray) -> np.ndarray:
-    """The values as float64 or float32 (a view where they already are: read only)."""
-    return values if values.dtype == np.float64 else values.astype(np.float32, copy=False)
+    """The values in their ``_sortable_type`` (the array itself where they already are: read only)."""
+    return values.astype(_sortable_type(values.dtype), copy=False)
 
 
 _BIN_TRIALS = 8
@@ -446,7 +451,7 @@ def _count_above_few(values: np.ndarray, mids: np.ndarray, out: np.ndarray) -> N
     """``out[r, i]`` = how many of ``mids[r]`` lie below ``values[r, i]``, by one comparison per midpoint
     (few midpoints), for rows of ``values`` cut into chunks."""
     rows, n = values.shape
-    step = n if n < _LONG_NEAREST else _NEAREST_CHUNK
+    step = _NEAREST_CHUNK if n >= _LONG_NEAREST else max(n, 1)
     for a in range(0, n, step):
         part, target = _sortable(values[:, a : a + step]), out[:, a : a + step]
         for j in range(mids.shape[1]):
@@ -457,7 +462,7 @@ def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """Index of the nearest entry of each row's sorted LUT (ties: lower index), uint8 (rows, n)."""
     values = np.asarray(values)
     rows, k = lut.shape
-    mids = local.round_down((lut[:, 1:] + lut[:, :-1]) / 2.0, _sortable(values[:, :0]).dtype)
+    mids = local.round_down((lut[:, 1:] + lut[:, :-1]) / 2.0, _sortable_type(values.dtype))
     out = np.zeros(values.shape, dtype=np.uint8)
     if k <= 32:
         _count_above_few(values, mids, out)
