@@ -415,7 +415,7 @@ _NEAREST_CHUNK = 1 << 16
 def _count_below(values: np.ndarray, mids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.searchsorted(mids, values, side="left")`` for one long row, about twice as fast, into ``out``
     (any integer type that holds ``mids.size``; a new intp array if None), a chunk at a time. ``mids``
-    are of the type ``_sortable`` gives ``values``.
+    are of ``values``' ``_sortable_type``.
 
     Each value's cell in an even grid over the midpoints gives a lower bound on
     its answer (the count below the previous cell's edge: the cell computed in
