@@ -14,7 +14,8 @@ vectors; every vector is replaced by the index of its nearest LUT entry.
    kept single ("loose"); otherwise a norm-weighted deduplicated sample.
 4. **Clustering**: a batch of greedy k-means++ seedings with weighted Lloyd,
    the lowest SSE kept, then rounds of random swaps (a centroid moved to a
-   D^2-sampled point, a few Lloyd steps, kept if the SSE drops).
+   D^2-sampled point, a few Lloyd steps, more for the trials still close to
+   the best SSE, kept if the SSE drops).
 5. **Polish on the exact points**: grid cells inside one Voronoi region
    (with a margin) act as one weighted point, other points count singly;
    without a grid, Lloyd steps over all points.  Steps through
@@ -45,6 +46,10 @@ _TAIL = 256  # loose tail vectors of a grid
 _GRID_DIMS, _SAMPLE = 2, 4096  # grid coreset up to this d, else a sample
 _LLOYD_ITERS, _TOL = 100, 1e-3  # coreset Lloyd: stop when < _TOL of weight moves
 _SWAP_ITERS = 10
+#: Swap trials get this many Lloyd steps first; only those within this fraction of the current
+#: SSE get the rest (cluster_dim 2 on MiniLM: 12 % less time, the same SSE; continuing only the
+#: best trial saved 15 % for 0.05 % more SSE).
+_SCREEN_ITERS, _SCREEN_MARGIN = 3, 0.02
 _POLISH_ITERS, _POLISH_POINTS, _POLISH_WORK, _MARGIN = 20, 1 << 15, 1 << 25, 0.5
 _SAMPLE_STEPS, _STEP_WORK = 10, 1 << 26  # exact Lloyd steps after a sampled coreset
 _CANDIDATES = 8  # most candidate entries decided by direct float64 distances
@@ -337,7 +342,11 @@ def _cluster(P, w, k, rng):
         cum = np.cumsum(w * D)
         new = np.searchsorted(cum, rng.random(trials) * cum[-1], side="right")
         trial[rows, rng.integers(0, k, trials)] = P[np.minimum(new, m - 1)]
-        Ct, st, Dt = _lloyd(P, w, Y, trial, _SWAP_ITERS)
+        Ct, st, _ = _lloyd(P, w, Y, trial, _SCREEN_ITERS)
+        close = np.flatnonzero(st < sse * (1 + _SCREEN_MARGIN))  # the trials that may still win
+        if not len(close):
+            continue
+        Ct, st, Dt = _lloyd(P, w, Y, Ct[close], _SWAP_ITERS - _SCREEN_ITERS)
         b = int(np.argmin(st))
         if st[b] < sse:
             C, sse, D = Ct[b], st[b], Dt[b]
