@@ -89,3 +89,23 @@ def test_dense_table_handles_extreme_magnitudes(scale):
     w = np.ones_like(x)
     expected = optimal_partition(w, x, x * x, 6)
     np.testing.assert_array_equal(optimal_partition(w, x * scale, (x * scale) ** 2, 6), expected)
+
+
+@pytest.mark.parametrize("k", [3, 17, 40])
+def test_divide_and_conquer_is_optimal_on_rows_full_of_ties(k):
+    """Many equal atoms make many equally good starts: bounding each search by the neighbours'
+    optima and the previous layer's still finds a partition as good as the dense table's."""
+    rng = np.random.default_rng(k)
+    x = np.sort(rng.integers(-6, 7, (8, 300)).astype(np.float64), axis=1)
+    w = rng.integers(0, 4, (8, 300)).astype(np.float64)
+    results = []
+    original = _dp1d.DENSE_LIMIT
+    for limit in (10**6, 0):
+        _dp1d.DENSE_LIMIT = limit
+        try:
+            results.append(optimal_partition(w, w * x, w * x * x, k))
+        finally:
+            _dp1d.DENSE_LIMIT = original
+    for row in range(8):
+        dense, divided = (_sse(x[row], w[row], starts[row], skip_empty=True) for starts in results)
+        assert divided <= dense * (1 + 1e-6) + 1e-12
