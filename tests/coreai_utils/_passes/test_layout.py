@@ -41,3 +41,12 @@ def test_group_rows_copied_in_tiles_match_the_elementwise_transpose(dtype, tile_
         np.testing.assert_array_equal(rows, expected)
         assert rows.dtype == array.dtype
         np.testing.assert_array_equal(layout.from_group_rows(rows, array.shape, out_axis), array)
+
+
+def test_vector_rows_pair_consecutive_channels_at_one_position():
+    rows = np.arange(24, dtype=np.float16).reshape(4, 6)
+    vectors = layout.vector_rows(rows, 2, 2)
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 6, 2)
+    np.testing.assert_array_equal(vectors[0, 0], [rows[0, 0], rows[1, 0]])
+    np.testing.assert_array_equal(vectors[1, 5], [rows[2, 5], rows[3, 5]])
+    np.testing.assert_array_equal(layout.vector_rows(rows, 1, 4)[0, 1], rows[:, 1])

@@ -154,7 +154,7 @@ class PalettizeEncoder:
         unit = self.options.cluster_dim
         if unit == 1:
             return layout.group_rows(values, out_axis, n_groups)
-        return layout.vector_rows(layout.channel_major(values, out_axis).astype(np.float32, copy=False), n_groups, unit)
+        return layout.vector_rows(layout.channel_major(values, out_axis), n_groups, unit)
 
     def _index_array(self, indices: np.ndarray, shape: tuple[int, ...], out_axis: int) -> np.ndarray:
         """The (G, n) indices laid out like the weight (one index per vector along the output axis)."""
