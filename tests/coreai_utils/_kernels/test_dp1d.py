@@ -61,13 +61,8 @@ def test_rows_are_solved_independently():
                                       together[r])
 
 
-@pytest.mark.parametrize("size,k", [(16, 2), (16, 8), (40, 16), (64, 16), (64, 32), (64, 63)])
-def test_dense_and_divide_and_conquer_agree_on_padded_rows(size, k):
-    """Both layers give partitions of equal error, also with empty atoms padding the end of a row."""
-    rng = np.random.default_rng(size * 100 + k)
-    x = np.sort(rng.standard_t(3, (12, size)), axis=1)
-    w = rng.integers(1, 5, (12, size)).astype(np.float64)
-    w[::3, size // 2 :] = 0.0  # rows padded with empty atoms
+def _dense_and_divided(x, w, k):
+    """The partitions of the dense table and of the divide-and-conquer layers."""
     results = []
     original = _dp1d.DENSE_LIMIT
     for limit in (10**6, 0):
@@ -76,6 +71,17 @@ def test_dense_and_divide_and_conquer_agree_on_padded_rows(size, k):
             results.append(optimal_partition(w, w * x, w * x * x, k))
         finally:
             _dp1d.DENSE_LIMIT = original
+    return results
+
+
+@pytest.mark.parametrize("size,k", [(16, 2), (16, 8), (40, 16), (64, 16), (64, 32), (64, 63)])
+def test_dense_and_divide_and_conquer_agree_on_padded_rows(size, k):
+    """Both layers give partitions of equal error, also with empty atoms padding the end of a row."""
+    rng = np.random.default_rng(size * 100 + k)
+    x = np.sort(rng.standard_t(3, (12, size)), axis=1)
+    w = rng.integers(1, 5, (12, size)).astype(np.float64)
+    w[::3, size // 2 :] = 0.0  # rows padded with empty atoms
+    results = _dense_and_divided(x, w, k)
     for row in range(12):
         dense, divided = (_sse(x[row], w[row], starts[row], skip_empty=True) for starts in results)
         assert dense == pytest.approx(divided, rel=1e-6, abs=1e-12)
@@ -98,14 +104,7 @@ def test_divide_and_conquer_is_optimal_on_rows_full_of_ties(k):
     rng = np.random.default_rng(k)
     x = np.sort(rng.integers(-6, 7, (8, 300)).astype(np.float64), axis=1)
     w = rng.integers(0, 4, (8, 300)).astype(np.float64)
-    results = []
-    original = _dp1d.DENSE_LIMIT
-    for limit in (10**6, 0):
-        _dp1d.DENSE_LIMIT = limit
-        try:
-            results.append(optimal_partition(w, w * x, w * x * x, k))
-        finally:
-            _dp1d.DENSE_LIMIT = original
+    results = _dense_and_divided(x, w, k)
     for row in range(8):
         dense, divided = (_sse(x[row], w[row], starts[row], skip_empty=True) for starts in results)
         assert divided <= dense * (1 + 1e-6) + 1e-12
