@@ -92,7 +92,7 @@ def from_group_rows(rows: np.ndarray, shape: tuple[int, ...], out_axis: int) -> 
 
 def vector_rows(weight2d: np.ndarray, n_groups: int, cluster_dim: int) -> np.ndarray:
     """(n_groups, vectors per group, cluster_dim) float32: vectors of consecutive channels at one position.
-    Filled a coordinate at a time (whole rows read in order: 40 % faster than one transposing copy)."""
+    Filled a coordinate at a time (whole rows read in order: a third less time than one transposing copy)."""
     channels, rest = weight2d.shape
     vectors = np.empty((channels // cluster_dim, rest, cluster_dim), np.float32)
     source = weight2d.reshape(channels // cluster_dim, cluster_dim, rest)
