@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coreai_opt.coreai_utils._kernels.prune import block_mask, magnitude_mask, n_m_mask, prune_count
+from coreai_opt.coreai_utils._kernels import prune
+from coreai_opt.coreai_utils._kernels.prune import (block_mask, kth_smallest, magnitude_mask, n_m_mask,
+                                                  prune_count)
 
 
 @pytest.mark.parametrize("size,sparsity,count", [(100, 0.29, 29), (10, 0.3, 3), (7, 0.5, 3), (10, 1.0, 10),
@@ -27,6 +29,35 @@ def test_magnitude_prunes_exactly_the_requested_count_even_with_ties(shape, spar
     assert int(pruned.sum()) == prune_count(weight.size, sparsity)
     if pruned.any() and keep.any():
         assert np.abs(weight[pruned]).max() <= np.abs(weight[keep]).min()
+
+
+def _large_arrays():
+    """Arrays past the bracketing size: smooth, few distinct values, sorted, and periodic with the sample's
+    stride (every sampled value the same: the bracket is empty and the whole array is partitioned)."""
+    rng = np.random.default_rng(3)
+    size = prune._BRACKET_MIN + 12_345
+    stride = size // prune._BRACKET_SAMPLE
+    periodic = np.tile(np.arange(stride, dtype=np.float32), size // stride + 1)[:size]
+    return {"normal": rng.standard_normal(size).astype(np.float32),
+            "few": rng.integers(0, 3, size).astype(np.float64),
+            "sorted": np.sort(rng.random(size)),
+            "periodic": periodic}
+
+
+@pytest.mark.parametrize("name", ["normal", "few", "sorted", "periodic"])
+def test_kth_smallest_is_the_partition_value_on_large_arrays(name, monkeypatch):
+    values = _large_arrays()[name]
+    chosen = [0, 1, values.size // 3, values.size // 2, values.size - 2, values.size - 1]
+    partitioned = np.partition(values, chosen)
+    calls = []
+    real = np.partition
+    monkeypatch.setattr(prune.np, "partition", lambda a, k: calls.append(a.size) or real(a, k))
+    for k in chosen:
+        assert kth_smallest(values, k) == partitioned[k]
+    if name == "periodic":  # the bracket missed: whole-array selections
+        assert values.size in calls
+    else:  # the bracket held: only candidates were partitioned
+        assert calls and max(calls) < values.size
 
 
 def test_ties_prune_the_lower_flat_index_first():

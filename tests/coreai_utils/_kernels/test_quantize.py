@@ -6,6 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from coreai_opt.coreai_utils._kernels import quantize as q
 from coreai_opt.coreai_utils._kernels.quantize import FORMATS, dequantize, quantize_blocks
 
 
@@ -52,3 +53,22 @@ def test_decoding_the_largest_value_never_overflows(name, scale_dtype):
     assert scale.astype(np.float64) * fmt.qmax <= big
     decoded_in_dtype = (scale.astype(np.float32) * (codes.astype(np.float32) - fmt.zero_point)).astype(scale_dtype)
     assert np.isfinite(decoded_in_dtype.astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("shape,out_axis", [((300, 40), 0), ((40, 300), 1), ((7, 5, 3, 3), 0), ((3, 6, 70), 1),
+                                            ((5000,), 0), ((1, 2000), 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_blockwise_masked_scales_and_kept_codes_match_the_whole_array_forms(shape, out_axis, dtype, monkeypatch):
+    monkeypatch.setattr(q, "_QUANTIZE_BLOCK", 256)  # several blocks, and rows longer than a block
+    rng = np.random.default_rng(len(shape) * 10 + out_axis)
+    x = (rng.standard_normal(shape) * rng.uniform(0.01, 10, shape[out_axis]).reshape(
+        [-1 if a == out_axis else 1 for a in range(len(shape))])).astype(dtype)
+    keep = rng.random(shape) < 0.4
+    keep[(slice(None),) * out_axis + (0,)] = False  # a channel pruned whole: its scale is 1
+    fmt = FORMATS["int8"]
+    reduce_axes = tuple(a for a in range(len(shape)) if a != out_axis)
+    scale = q.masked_block_scales(x, keep, fmt, reduce_axes, np.dtype(dtype))
+    expected = q.block_scales(x * keep, fmt, reduce_axes, np.dtype(dtype))
+    assert scale.dtype == expected.dtype
+    np.testing.assert_array_equal(scale, expected)
+    np.testing.assert_array_equal(q.kept_codes(x, scale, fmt, keep), q.quantize(x, scale, fmt)[keep])

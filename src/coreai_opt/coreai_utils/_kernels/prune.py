@@ -21,6 +21,43 @@ def prune_count(size: int, sparsity: float) -> int:
     return int(Fraction(str(float(sparsity))) * size)
 
 
+#: Arrays at least this large find their k-th smallest value through a bracket (``kth_smallest``);
+#: ``np.partition`` of the MiniLM embedding (11.7 M values) took 85 ms, the bracket about 20.
+_BRACKET_MIN = 1 << 20
+#: Values sampled (evenly spaced) to bracket the k-th smallest, and the bracket's half-width in
+#: sample ranks: 8 standard deviations of a random sample's rank, so a bracket that misses (then
+#: the whole array is partitioned) is a sign of periodic data, not of chance.
+_BRACKET_SAMPLE = 1 << 16
+_BRACKET_HALF_WIDTH = 8 * 128
+
+
+def kth_smallest(flat: np.ndarray, k: int) -> np.ndarray:
+    """``np.partition(flat, k)[k]`` for a 1-D array of finite values (0 <= k < size).
+
+    Large arrays bracket it between two values of an evenly spaced sample, count
+    the values below the bracket and partition only the values inside it: a few
+    passes over the array instead of a selection over all of it. The result is the
+    same value either way.
+    """
+    if flat.size < _BRACKET_MIN:
+        return np.partition(flat, k)[k]
+    sample = np.sort(flat[:: flat.size // _BRACKET_SAMPLE])
+    rank = (k * sample.size) // flat.size
+    low_rank, high_rank = rank - _BRACKET_HALF_WIDTH, rank + _BRACKET_HALF_WIDTH
+    low = sample[low_rank] if low_rank >= 0 else None
+    high = sample[high_rank] if high_rank < sample.size else None
+    inside = np.ones(flat.size, dtype=bool) if high is None else flat <= high
+    below = 0
+    if low is not None:
+        under = flat < low
+        below = int(np.count_nonzero(under))
+        inside &= ~under
+    candidates = np.compress(inside, flat)
+    if not below <= k < below + candidates.size:  # the sample misled (periodic data): select over all
+        return np.partition(flat, k)[k]
+    return np.partition(candidates, k - below)[k - below]
+
+
 def lowest_k_mask(scores: np.ndarray, count: int) -> np.ndarray:
     """True for the ``count`` smallest scores (ties: lower flat index first), as a flat bool array."""
     flat = np.asarray(scores).reshape(-1)
@@ -30,7 +67,7 @@ def lowest_k_mask(scores: np.ndarray, count: int) -> np.ndarray:
         return np.zeros(flat.size, dtype=bool)
     if count >= flat.size:
         return np.ones(flat.size, dtype=bool)
-    threshold = np.partition(flat, count - 1)[count - 1]
+    threshold = kth_smallest(flat, count - 1)
     chosen = flat < threshold
     missing = count - int(np.count_nonzero(chosen))
     if missing:

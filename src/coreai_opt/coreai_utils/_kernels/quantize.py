@@ -39,13 +39,42 @@ FORMATS: dict[str, QuantFormat] = {
 }
 
 
+#: Values handled at a time by ``masked_block_scales`` and ``kept_codes``: their temporaries stay in
+#: the CPU caches (quantizing the MiniLM embedding at once took 70-145 ms, most of it first touches
+#: of 94 MB of float64 temporaries; in blocks, 27 ms).
+_QUANTIZE_BLOCK = 1 << 16
+
+
 def block_scales(x: np.ndarray, fmt: QuantFormat, reduce_axes: tuple[int, ...], scale_dtype: np.dtype) -> np.ndarray:
     """Per-block scales (kept dims), as stored in ``scale_dtype``; never zero, inf or NaN."""
     kept = [1 if axis in reduce_axes else size for axis, size in enumerate(x.shape)]
     if x.size == 0:
         return np.ones(kept, scale_dtype)
     native = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)  # |x| and max are exact in it
-    amax = np.max(np.abs(native), axis=reduce_axes, keepdims=True).astype(np.float64)
+    return scales_of_amax(np.max(np.abs(native), axis=reduce_axes, keepdims=True), fmt, scale_dtype)
+
+
+def masked_block_scales(x: np.ndarray, keep: np.ndarray, fmt: QuantFormat, reduce_axes: tuple[int, ...],
+                        scale_dtype: np.dtype) -> np.ndarray:
+    """``block_scales(x * keep, ...)`` for finite ``x``, a block of leading-axis slices at a time (no
+    full-size temporaries)."""
+    if x.ndim == 0 or x.size == 0:
+        return block_scales(x * keep, fmt, reduce_axes, scale_dtype)
+    step = max(1, _QUANTIZE_BLOCK // (x.size // x.shape[0]))
+    parts = []
+    for start in range(0, x.shape[0], step):
+        block = x[start : start + step]
+        native = block if block.dtype in (np.float32, np.float64) else block.astype(np.float32)
+        magnitude = np.abs(native)
+        magnitude *= keep[start : start + step]
+        parts.append(np.max(magnitude, axis=reduce_axes, keepdims=True))
+    amax = np.concatenate(parts) if 0 not in reduce_axes else np.max(parts, axis=0)
+    return scales_of_amax(amax, fmt, scale_dtype)
+
+
+def scales_of_amax(amax: np.ndarray, fmt: QuantFormat, scale_dtype: np.dtype) -> np.ndarray:
+    """Scales of blocks whose largest magnitudes are ``amax`` (see ``block_scales``)."""
+    amax = amax.astype(np.float64)
     scale = round_down_positive(amax / fmt.qmax, scale_dtype)
     smallest = np.asarray(ml_dtypes.finfo(scale_dtype).smallest_subnormal, scale_dtype)
     scale = np.where(amax == 0, np.ones((), scale_dtype), scale)  # all-zero block: any scale works
@@ -73,6 +102,19 @@ def quantize(x: np.ndarray, scale: np.ndarray, fmt: QuantFormat) -> np.ndarray:
     if fmt.zero_point:
         ratio += fmt.zero_point
     return ratio.astype(fmt.dtype)
+
+
+def kept_codes(x: np.ndarray, scale: np.ndarray, fmt: QuantFormat, keep: np.ndarray) -> np.ndarray:
+    """``quantize(x, scale, fmt)[keep]`` (row-major order), a block of leading-axis slices at a time."""
+    if x.ndim == 0 or x.size == 0:
+        return quantize(x, scale, fmt)[keep]
+    step = max(1, _QUANTIZE_BLOCK // (x.size // x.shape[0]))
+    parts = []
+    for start in range(0, x.shape[0], step):
+        block_scale = scale[start : start + step] if scale.shape[0] > 1 else scale
+        codes = quantize(x[start : start + step], block_scale, fmt)
+        parts.append(np.compress(keep[start : start + step].reshape(-1), codes.reshape(-1)))
+    return np.concatenate(parts)
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray, fmt: QuantFormat) -> np.ndarray:

@@ -24,7 +24,7 @@ from .._encoding import Const, LutToDense, Node, ShiftScale, SparseToDense
 from .._ir import Role
 from .._kernels.kmeans1d import palettize_rows
 from .._kernels.prune import block_mask, magnitude_mask, n_m_mask
-from .._kernels.quantize import FORMATS, block_scales, quantize
+from .._kernels.quantize import FORMATS, block_scales, kept_codes, masked_block_scales, quantize
 from .._kernels.rounding import round_through
 from .._pool import KernelPool
 from . import layout
@@ -112,9 +112,8 @@ class SparsifyEncoder:
             return self._offset_codes(_kept(weight, keep), fmt, mask, element_type), f"{fmt.name} (one scale)"
         shape = layout.channel_param_shape(weight.ndim, role.out_axis, weight.shape[role.out_axis])
         reduce_axes = tuple(a for a in range(weight.ndim) if a != role.out_axis)
-        # Weights are finite here, so multiplying by the mask zeroes the pruned ones (5-10x faster than np.where).
-        scale = block_scales(weight * keep, fmt, reduce_axes, dtype)
-        codes = _kept(quantize(weight, scale, fmt), keep)  # pruned positions' codes are dropped
+        scale = masked_block_scales(weight, keep, fmt, reduce_axes, dtype)
+        codes = kept_codes(weight, scale, fmt, keep)  # pruned positions' codes are dropped
         node = ShiftScale(
             SparseToDense(Const(codes, fmt.element_type), mask),
             Const(scale.reshape(shape), element_type),
