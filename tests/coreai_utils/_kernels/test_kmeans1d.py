@@ -370,6 +370,20 @@ def test_nearest_indices_of_rows_cut_into_chunks_are_the_nearest_entries(monkeyp
     assert nearest_indices(values[:, :0], lut).shape == (2, 0)
 
 
+@pytest.mark.parametrize("rows, n", [(7, 300), (5, 20_500), (3, 1)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_few_entries_are_assigned_in_blocks_of_rows_with_a_short_last_block(monkeypatch, rows, n, dtype):
+    """At k <= 32 values are compared a block of rows (or of a long row) at a time."""
+    monkeypatch.setattr(kmeans1d, "_FEW_BLOCK", 700)
+    monkeypatch.setattr(kmeans1d, "_NEAREST_CHUNK", 1000)
+    rng = np.random.default_rng(n)
+    values = rng.standard_normal((rows, n)).astype(dtype)
+    lut = np.sort(rng.standard_normal((rows, 16)), axis=1)
+    mids = kmeans1d.local.round_down((lut[:, 1:] + lut[:, :-1]) / 2, np.dtype(np.float32))
+    expected = (values[:, :, None] > mids[:, None, :]).sum(axis=2)
+    np.testing.assert_array_equal(nearest_indices(values, lut), expected)
+
+
 def test_nearest_indices_of_a_long_row_need_little_memory_besides_the_result():
     """Whole-row temporaries took 250 MB for the MiniLM embedding's 47 MB at k = 256; first touches
     of fresh memory cost more than the assignment itself on the project's machine."""

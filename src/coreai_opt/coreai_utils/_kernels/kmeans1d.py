@@ -447,15 +447,26 @@ def _count_below(values: np.ndarray, mids: np.ndarray, out: np.ndarray | None = 
     return out
 
 
+#: Values ``_count_above_few`` compares at a time (a block of rows, or of a long row): the block,
+#: its comparisons and its counts stay in the CPU caches (2,304-value rows at k = 16: 23 -> 15 ms
+#: per 4 M values against all rows at once).
+_FEW_BLOCK = 1 << 17
+
+
 def _count_above_few(values: np.ndarray, mids: np.ndarray, out: np.ndarray) -> None:
     """``out[r, i]`` = how many of ``mids[r]`` lie below ``values[r, i]``, by one comparison per midpoint
-    (few midpoints), for rows of ``values`` cut into chunks."""
+    (few midpoints), a cache-sized block of values at a time."""
     rows, n = values.shape
-    step = _NEAREST_CHUNK if n >= _LONG_NEAREST else max(n, 1)
-    for a in range(0, n, step):
-        part, target = _sortable(values[:, a : a + step]), out[:, a : a + step]
-        for j in range(mids.shape[1]):
-            target += part > mids[:, j : j + 1]
+    step = min(n, _NEAREST_CHUNK) if n >= _LONG_NEAREST else max(n, 1)
+    per_block = max(1, _FEW_BLOCK // step)
+    above = np.empty((min(per_block, rows), step), dtype=bool)
+    for r in range(0, rows, per_block):
+        for a in range(0, n, step):
+            part, target = _sortable(values[r : r + per_block, a : a + step]), out[r : r + per_block, a : a + step]
+            compared = above[: part.shape[0], : part.shape[1]]
+            for j in range(mids.shape[1]):
+                np.greater(part, mids[r : r + per_block, j : j + 1], out=compared)
+                target += compared.view(np.uint8)
 
 
 def nearest_indices(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
