@@ -60,13 +60,11 @@ def masked_block_scales(x: np.ndarray, keep: np.ndarray, fmt: QuantFormat, reduc
     full-size temporaries)."""
     if x.ndim == 0 or x.size == 0:
         return block_scales(x * keep, fmt, reduce_axes, scale_dtype)
-    step = max(1, _QUANTIZE_BLOCK // (x.size // x.shape[0]))
     parts = []
-    for start in range(0, x.shape[0], step):
-        block = x[start : start + step]
-        native = block if block.dtype in (np.float32, np.float64) else block.astype(np.float32)
+    for rows in _leading_blocks(x):
+        native = x[rows] if x.dtype in (np.float32, np.float64) else x[rows].astype(np.float32)
         magnitude = np.abs(native)
-        magnitude *= keep[start : start + step]
+        magnitude *= keep[rows]
         parts.append(np.max(magnitude, axis=reduce_axes, keepdims=True))
     amax = np.concatenate(parts) if 0 not in reduce_axes else np.max(parts, axis=0)
     return scales_of_amax(amax, fmt, scale_dtype)
@@ -108,13 +106,17 @@ def kept_codes(x: np.ndarray, scale: np.ndarray, fmt: QuantFormat, keep: np.ndar
     """``quantize(x, scale, fmt)[keep]`` (row-major order), a block of leading-axis slices at a time."""
     if x.ndim == 0 or x.size == 0:
         return quantize(x, scale, fmt)[keep]
-    step = max(1, _QUANTIZE_BLOCK // (x.size // x.shape[0]))
     parts = []
-    for start in range(0, x.shape[0], step):
-        block_scale = scale[start : start + step] if scale.shape[0] > 1 else scale
-        codes = quantize(x[start : start + step], block_scale, fmt)
-        parts.append(np.compress(keep[start : start + step].reshape(-1), codes.reshape(-1)))
+    for rows in _leading_blocks(x):
+        codes = quantize(x[rows], scale[rows] if scale.shape[0] > 1 else scale, fmt)
+        parts.append(np.compress(keep[rows].reshape(-1), codes.reshape(-1)))
     return np.concatenate(parts)
+
+
+def _leading_blocks(x: np.ndarray) -> list[slice]:
+    """Slices of ``x``'s leading axis (of non-zero size) holding about ``_QUANTIZE_BLOCK`` values each."""
+    step = max(1, _QUANTIZE_BLOCK // (x.size // x.shape[0]))
+    return [slice(start, start + step) for start in range(0, x.shape[0], step)]
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray, fmt: QuantFormat) -> np.ndarray:
