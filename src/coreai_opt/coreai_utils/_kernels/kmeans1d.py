@@ -457,7 +457,7 @@ def _count_above_few(values: np.ndarray, mids: np.ndarray, out: np.ndarray) -> N
     """``out[r, i]`` = how many of ``mids[r]`` lie below ``values[r, i]``, by one comparison per midpoint
     (few midpoints), a cache-sized block of values at a time."""
     rows, n = values.shape
-    step = min(n, _NEAREST_CHUNK) if n >= _LONG_NEAREST else max(n, 1)
+    step = max(1, min(n, _NEAREST_CHUNK))  # whole rows up to a chunk's length
     per_block = max(1, _FEW_BLOCK // step)
     above = np.empty((min(per_block, rows), step), dtype=bool)
     for r in range(0, rows, per_block):

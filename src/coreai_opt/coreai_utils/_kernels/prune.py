@@ -11,6 +11,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .quantize import magnitudes
+
 
 def prune_count(size: int, sparsity: float) -> int:
     """``floor(size * sparsity)``, computed on the decimal value of ``sparsity``.
@@ -77,8 +79,7 @@ def lowest_k_mask(scores: np.ndarray, count: int) -> np.ndarray:
 
 def magnitude_mask(weight: np.ndarray, sparsity: float) -> np.ndarray:
     """Keep mask pruning exactly ``floor(size * sparsity)`` lowest-magnitude elements."""
-    magnitude = np.abs(weight if weight.dtype in (np.float32, np.float64) else weight.astype(np.float32))  # exact
-    pruned = lowest_k_mask(magnitude, prune_count(weight.size, sparsity))
+    pruned = lowest_k_mask(magnitudes(weight), prune_count(weight.size, sparsity))
     return ~pruned.reshape(weight.shape)
 
 

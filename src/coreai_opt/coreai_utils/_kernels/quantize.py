@@ -50,8 +50,12 @@ def block_scales(x: np.ndarray, fmt: QuantFormat, reduce_axes: tuple[int, ...], 
     kept = [1 if axis in reduce_axes else size for axis, size in enumerate(x.shape)]
     if x.size == 0:
         return np.ones(kept, scale_dtype)
-    native = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)  # |x| and max are exact in it
-    return scales_of_amax(np.max(np.abs(native), axis=reduce_axes, keepdims=True), fmt, scale_dtype)
+    return scales_of_amax(np.max(magnitudes(x), axis=reduce_axes, keepdims=True), fmt, scale_dtype)
+
+
+def magnitudes(x: np.ndarray) -> np.ndarray:
+    """``|x|`` in float32, or in float64 for float64 ``x``: exact for every float type weights come in."""
+    return np.abs(x if x.dtype in (np.float32, np.float64) else x.astype(np.float32))
 
 
 def masked_block_scales(x: np.ndarray, keep: np.ndarray, fmt: QuantFormat, reduce_axes: tuple[int, ...],
@@ -62,8 +66,7 @@ def masked_block_scales(x: np.ndarray, keep: np.ndarray, fmt: QuantFormat, reduc
         return block_scales(x * keep, fmt, reduce_axes, scale_dtype)
     parts = []
     for rows in _leading_blocks(x):
-        native = x[rows] if x.dtype in (np.float32, np.float64) else x[rows].astype(np.float32)
-        magnitude = np.abs(native)
+        magnitude = magnitudes(x[rows])
         magnitude *= keep[rows]
         parts.append(np.max(magnitude, axis=reduce_axes, keepdims=True))
     amax = np.concatenate(parts) if 0 not in reduce_axes else np.max(parts, axis=0)
