@@ -65,7 +65,6 @@ def palettize_arguments(rng: np.random.Generator) -> dict:
         arguments["group_size"] = int(rng.choice([1, 3, 8, 16, 32, 1000]))
     if n_bits <= 4 and rng.random() < 0.25:
         arguments["cluster_dim"] = int(rng.choice([2, 4]))
-        arguments["lut_dtype"] = None  # quantized LUTs of vectors: kept to the mode tests
     elif rng.random() < 0.3:
         arguments["enable_per_channel_scale"] = True
     return arguments
@@ -133,7 +132,12 @@ def check_structure(verb: str, arguments: dict, original: np.ndarray, decoded: n
         assert np.unique(decoded[~zeros]).size <= 2 ** arguments["palettize_nbits"]
 
 
-@pytest.mark.parametrize("seed", range(40))
+#: Seeds whose case asks for vectors that do not tile the output channels: their weights must be
+#: skipped, so the check that skips are announced runs (the first 40 cases skip nothing).
+SKIPPING = (53, 192)
+
+
+@pytest.mark.parametrize("seed", [*range(40), *SKIPPING])
 def test_random_combination_compresses_runs_and_keeps_its_promises(seed, tmp_path):
     verb, arguments, weights, prog, inputs = case(seed)
     with warnings.catch_warnings(record=True) as caught, collect_reports(snr=False) as reports:
@@ -143,6 +147,7 @@ def test_random_combination_compresses_runs_and_keeps_its_promises(seed, tmp_pat
     messages = " ".join(str(w.message) for w in caught)
     rows = reports[0].weights  # in program order, as the weights
     assert len(rows) == 2
+    assert (seed in SKIPPING) == any(row.status == "skipped" for row in rows), [row.detail for row in rows]
     for row in rows:
         assert row.status in ("compressed", "skipped")
         if row.status == "skipped":
