@@ -79,10 +79,10 @@ def sparsify_arguments(rng: np.random.Generator) -> dict:
         arguments = {"target_sparsity": None, "n_m_ratio": (int(rng.integers(0, m + 1)), m)}
     else:
         arguments = {"target_sparsity": float(rng.choice([0.3, 0.75])), "block_size": int(rng.choice([2, 4, 8]))}
-    values = rng.random()
-    if values < 0.3:
+    storage = rng.random()  # how the kept values are stored: quantized, palettized or as they are
+    if storage < 0.3:
         arguments["quantize_dtype"] = [DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2][rng.integers(4)]
-    elif values < 0.55:
+    elif storage < 0.55:
         arguments["palettize_nbits"] = int(rng.choice([1, 2, 4, 8]))
     return arguments
 
