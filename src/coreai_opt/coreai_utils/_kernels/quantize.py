@@ -112,8 +112,13 @@ def kept_codes(x: np.ndarray, scale: np.ndarray, fmt: QuantFormat, keep: np.ndar
     parts = []
     for rows in _leading_blocks(x):
         codes = quantize(x[rows], scale[rows] if scale.shape[0] > 1 else scale, fmt)
-        parts.append(np.compress(keep[rows].reshape(-1), codes.reshape(-1)))
+        parts.append(kept_values(codes, keep[rows]))
     return np.concatenate(parts)
+
+
+def kept_values(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``array[keep]`` (row-major order): ``np.compress`` on the flattened arrays is 4-5x faster."""
+    return np.compress(keep.reshape(-1), array.reshape(-1))
 
 
 def _leading_blocks(x: np.ndarray) -> list[slice]:

@@ -24,7 +24,7 @@ from .._encoding import Const, LutToDense, Node, ShiftScale, SparseToDense
 from .._ir import Role
 from .._kernels.kmeans1d import palettize_rows
 from .._kernels.prune import block_mask, magnitude_mask, n_m_mask
-from .._kernels.quantize import FORMATS, block_scales, kept_codes, masked_block_scales, quantize
+from .._kernels.quantize import FORMATS, block_scales, kept_codes, kept_values, masked_block_scales, quantize
 from .._kernels.rounding import round_through
 from .._pool import KernelPool
 from . import layout
@@ -98,7 +98,7 @@ class SparsifyEncoder:
         opts = self.options
         dtype = numpy_dtype(element_type)
         if opts.palettize_nbits is not None:
-            values = _kept(weight, keep)
+            values = kept_values(weight, keep)
             k = 2**opts.palettize_nbits
             cluster = partial(palettize_rows, k=k, to_storage=partial(round_through, dtype=dtype))
             [(lut, indices)] = pool.map(cluster, [values[None, :].astype(np.float32)])
@@ -106,10 +106,10 @@ class SparsifyEncoder:
             palettized = LutToDense(Const.packed(indices[0], uint_type(opts.palettize_nbits)), lut_const, 0)
             return SparseToDense(palettized, mask), f"{opts.palettize_nbits}-bit palettized"
         if opts.quantize_dtype is None:
-            return SparseToDense(Const(_kept(weight, keep), element_type), mask), element_type
+            return SparseToDense(Const(kept_values(weight, keep), element_type), mask), element_type
         fmt = FORMATS[opts.quantize_dtype.value]
         if fmt.zero_point:
-            return self._offset_codes(_kept(weight, keep), fmt, mask, element_type), f"{fmt.name} (one scale)"
+            return self._offset_codes(kept_values(weight, keep), fmt, mask, element_type), f"{fmt.name} (one scale)"
         shape = layout.channel_param_shape(weight.ndim, role.out_axis, weight.shape[role.out_axis])
         reduce_axes = tuple(a for a in range(weight.ndim) if a != role.out_axis)
         scale = masked_block_scales(weight, keep, fmt, reduce_axes, dtype)
@@ -126,8 +126,3 @@ class SparsifyEncoder:
     def _offset_codes(values: np.ndarray, fmt, mask: Const, element_type: str) -> Node:
         scale = block_scales(values, fmt, (0,), numpy_dtype(element_type))
         return SparseToDense(dequantized(quantize(values, scale, fmt), scale.reshape(1), fmt, element_type), mask)
-
-
-def _kept(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``array[keep]`` (row-major order): ``np.compress`` on the flattened arrays is 4-5x faster."""
-    return np.compress(keep.reshape(-1), array.reshape(-1))
