@@ -48,7 +48,8 @@ def test_help():
                                             "--exact", "--rounding-precision", "--quiet", "--report", "--example"]),
                              ("sparsify", ["--sparsity", "--n-m", "--block-size", "--quantize", "--palettize-bits",
                                            "--threshold", "--quiet", "--report", "--example"]),
-                             ("inspect", ["--json"]), ("compare", ["--inputs", "--seed", "--function", "--json"])]:
+                             ("inspect", ["--json", "--example"]),
+                             ("compare", ["--inputs", "--seed", "--function", "--json", "--example"])]:
         done = run_cli(command, "--help")
         assert done.returncode == 0, done.stderr
         assert f"usage: coreai-opt {command}" in done.stdout
@@ -253,6 +254,16 @@ def test_compare_with_itself_and_with_the_palettized_model(palettized):
     name, shape, cosine, snr, psnr, max_error, non_finite = lines[3].split()
     assert shape == "1x10" and 0.99 < float(cosine) < 1.0 and non_finite == "0"
     assert 15 < float(snr) < 60 and float(psnr) > float(snr) and 0 < float(max_error) < 0.1
+
+
+def test_compare_against_the_bundled_example(palettized):
+    done = run_cli("compare", "--example", palettized[1], "--seed", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert pathlib.Path(document["reference"]) == example_path()
+    assert pathlib.Path(document["candidate"]) == palettized[1].absolute()
+    explicit = json.loads(run_cli("compare", example_path(), palettized[1], "--seed", "3", "--json").stdout)
+    assert document["outputs"] == explicit["outputs"] and 0.99 < document["outputs"][0]["cosine"] < 1.0
 
 
 def test_compare_with_an_inputs_file(work, small_asset, sparsified, small_net_fp32):

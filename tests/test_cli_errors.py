@@ -150,6 +150,9 @@ USAGE_ERRORS = [
     (["sparsify", "--example"], "the following arguments are required: -o/--output"),
     (["palettize", "--example", "-o", "x.aimodel", "--n-bits", "four"], "argument --n-bits: invalid int value"),
     (["inspect", "--bogus"], "unrecognized arguments: --bogus"),
+    (["compare", "a.aimodel"], "compare needs two assets: A.aimodel B.aimodel (or --example B.aimodel)"),
+    (["compare", "--example"], "with --example give one asset, B.aimodel, to compare with the bundled model (got 0)"),
+    (["compare", "--example", "a.aimodel", "b.aimodel"], "with --example give one asset, B.aimodel"),
     ([], "choose a command"),
 ]
 

@@ -53,6 +53,7 @@ def test_every_cli_option_in_the_readme_exists():
     for command in ("palettize", "sparsify", "inspect", "compare"):
         subparser = next(a for a in parser._actions if a.dest == "command").choices[command]  # noqa: SLF001
         known = {option for action in subparser._actions for option in action.option_strings}  # noqa: SLF001
+        assert "--example" in known, f"the README says every command reads --example; {command} does not"
         section = usage.split(f"coreai-opt {command} ")[1].split("coreai-opt ")[0]
         for option in re.findall(r"(--[a-z][a-z-]+)", section):
             assert option in known, f"{command} {option}"

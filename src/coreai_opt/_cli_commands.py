@@ -36,15 +36,32 @@ def _input_path(args) -> Path:
     if getattr(args, "example", False):
         if args.input is not None:
             raise CliError("give either an input asset or --example, not both", EXIT_USAGE)
-        from .examples import example_path
-
-        try:
-            return example_path()
-        except FileNotFoundError as error:
-            raise CliError(str(error)) from None
+        return _bundled_example()
     if args.input is None:
         raise CliError("missing the input asset (a path to an .aimodel, or --example)", EXIT_USAGE)
     return args.input
+
+
+def _bundled_example() -> Path:
+    from .examples import example_path
+
+    try:
+        return example_path()
+    except FileNotFoundError as error:
+        raise CliError(str(error)) from None
+
+
+def _compared_paths(args) -> tuple[Path, Path]:
+    """(reference, candidate) of ``compare``: both positionals, or ``--example`` and one."""
+    given = [path for path in (args.reference, args.candidate) if path is not None]
+    if args.example:
+        if len(given) != 1:
+            raise CliError("with --example give one asset, B.aimodel, to compare with the bundled model "
+                           f"(got {len(given)})", EXIT_USAGE)
+        return _bundled_example(), given[0]
+    if len(given) != 2:
+        raise CliError("compare needs two assets: A.aimodel B.aimodel (or --example B.aimodel)", EXIT_USAGE)
+    return given[0], given[1]
 
 
 def _none_or(value: str | None) -> str | None:
@@ -218,7 +235,7 @@ def run_compare(args) -> int:
     """``compare``: run both assets on the same inputs, print per-output closeness."""
     from .runtime import RuntimeRunError, compare, input_specs, random_inputs, run_asset
 
-    reference, candidate = args.reference, args.candidate
+    reference, candidate = _compared_paths(args)
     check_asset(reference, "reference")
     check_asset(candidate, "candidate")
     try:

@@ -96,6 +96,7 @@ integers in [0, 100) for integer inputs.
 
 examples:
   coreai-opt compare model.aimodel model-4bit.aimodel
+  coreai-opt compare --example small-4bit.aimodel          # the bundled model is the reference
   coreai-opt compare model.aimodel model-4bit.aimodel --seed 1 --json
   coreai-opt compare model.aimodel model-4bit.aimodel --inputs inputs.npz   # arrays named like the inputs
 
@@ -207,8 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="run two assets on the same inputs and compare their outputs",
         description="Compare the outputs of two Core AI model assets.", epilog=COMPARE_EPILOG,
         formatter_class=_formatter)
-    compare.add_argument("reference", type=Path, metavar="A.aimodel", help="the reference asset")
-    compare.add_argument("candidate", type=Path, metavar="B.aimodel", help="the asset to compare with it")
+    compare.usage = f"{PROG} compare [-h] (A.aimodel | --example) B.aimodel [options]"
+    compare.add_argument("reference", nargs="?", type=Path, metavar="A.aimodel", help="the reference asset")
+    compare.add_argument("candidate", nargs="?", type=Path, metavar="B.aimodel", help="the asset to compare with it")
+    compare.add_argument("--example", action="store_true",
+                         help="use the example model bundled with coreai-opt as the reference (A.aimodel)")
     compare.add_argument("--inputs", type=Path, default=None, metavar="FILE.npz",
                          help="inputs as an .npz archive with one array per input name (default: random)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
