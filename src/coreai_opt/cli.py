@@ -206,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare", help="run two assets on the same inputs and compare their outputs",
+        usage=f"{PROG} compare [-h] (A.aimodel | --example) B.aimodel [options]",
         description="Compare the outputs of two Core AI model assets.", epilog=COMPARE_EPILOG,
         formatter_class=_formatter)
-    compare.usage = f"{PROG} compare [-h] (A.aimodel | --example) B.aimodel [options]"
     compare.add_argument("reference", nargs="?", type=Path, metavar="A.aimodel", help="the reference asset")
     compare.add_argument("candidate", nargs="?", type=Path, metavar="B.aimodel", help="the asset to compare with it")
     compare.add_argument("--example", action="store_true",
