@@ -387,8 +387,9 @@ def _lloyd(P, w, Y, C, max_iter):
 
 
 def _squared_distances(P, C, labels):
-    """``|P[i] - C[labels[r, i]]|^2`` for every run r and point i, (R, m), summed axis by axis
-    (no (R, m, d) temporary: on 2-D points a fifth of the time the whole-array form took)."""
+    """``|P[i] - C[labels[r, i]]|^2`` for every run r and point i, (R, m): ``labels`` are rows of
+    ``C`` (all runs' centroids, (R * k, d)). Summed axis by axis, with no (R, m, d) temporary (on
+    2-D points a fifth of the time the whole-array form took)."""
     D = np.square(P[:, 0] - C[labels, 0])
     for a in range(1, P.shape[1]):
         D += np.square(P[:, a] - C[labels, a])
