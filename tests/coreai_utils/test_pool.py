@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import warnings
@@ -15,6 +16,7 @@ from coreai_opt.coreai_utils import CompressionWarning, collect_reports, paletti
 from coreai_opt.coreai_utils._kernels.kmeans1d import palettize_rows
 from coreai_opt.coreai_utils._kernels.kmeans_vec import palettize_vectors
 from coreai_opt.coreai_utils._kernels.rounding import round_through
+from coreai_opt.coreai_utils._passes.runner import available_cpus as runner_cpus
 from coreai_opt.coreai_utils._pool import PROCESS_MIN_VALUES, KernelPool
 from helpers import pool_calls
 from helpers.program import weight_expressions
@@ -38,12 +40,15 @@ def _same(a, b) -> bool:
     return all(x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes() for x, y in zip(a, b))
 
 
-def test_children_give_the_bits_of_this_process():
+@pytest.mark.parametrize("started", [False, True])  # spawned at the first call, or started (and forked) ahead
+def test_children_give_the_bits_of_this_process(started):
     scalar = partial(palettize_rows, k=16, round_decimals=4, to_storage=partial(round_through, dtype=np.float16))
     vector = partial(palettize_vectors, k=8, to_storage=partial(round_through, dtype=np.float32))
     points = [np.random.default_rng(1).standard_normal((2, 600, 2)).astype(np.float32)]
     here = [scalar(c) for c in _chunks()] + [vector(p) for p in points]
     with _children_only() as pool:
+        if started:
+            pool.start()
         there = pool.map(scalar, _chunks()) + pool.map(vector, points)
         assert pool.processes >= 1
     assert not pool.failures
@@ -95,9 +100,9 @@ def test_the_local_lane_is_one_of_the_workers():
     with KernelPool(3, ALWAYS) as pool:
         pool.start()
         assert pool.processes == 2  # the third worker is this process
-        started = {child.process.pid for child in pool._children}  # noqa: SLF001
         # Six calls long enough that each of the three lanes' threads takes one before any finishes.
         pids = pool.map(partial(pool_calls.pid_after, 0.3), [None] * 6)
+        started = {child.pid for child in pool._children}  # noqa: SLF001 - known once they served a call
     assert set(pids) == started | {os.getpid()}
     assert not pool.failures and len(pool.peak_kb) == 2
 
@@ -163,14 +168,17 @@ def test_a_child_that_dies_is_replaced_by_this_process():
     assert pool.failures and all("exited with status 3" in f for f in pool.failures)
 
 
-def test_a_child_that_cannot_start_is_replaced_by_this_process(monkeypatch):
+@pytest.mark.parametrize("started", [False, True])
+def test_a_child_that_cannot_start_is_replaced_by_this_process(monkeypatch, started):
     from coreai_opt.coreai_utils import _pool
 
     monkeypatch.setattr(_pool, "_CHILD_SCRIPT", os.devnull)  # python runs it and exits at once
     with _children_only() as pool:
+        if started:
+            pool.start()  # on Linux the second would have been forked by the first: its pipe just closes
         results = pool.map(pool_calls.doubled, [np.ones(2), np.ones(3)])
     assert [r.tolist() for r in results] == [[2.0, 2.0], [2.0, 2.0, 2.0]]
-    assert pool.failures and all("exited with status 0" in f for f in pool.failures)
+    assert pool.failures and all("exited with status 0" in f or "closed the pipe" in f for f in pool.failures)
 
 
 def test_cancelling_ends_busy_children_without_waiting_for_them():
@@ -260,12 +268,97 @@ def test_started_children_boot_before_the_first_call_and_serve_it():
     with _children_only() as pool:
         pool.start()
         assert pool.processes == 2  # started now, not at the first call
-        started = {child.process.pid for child in pool._children}
         pids = {pid for pid, _ in pool.map(pool_calls.where_and_what, [None] * 4)}
-        assert pids <= started and pool.processes == 2
+        assert pids <= {child.pid for child in pool._children} and pool.processes == 2
         pool.start()  # once only
         assert pool.processes == 2
     assert not pool.failures and len(pool.peak_kb) == 2
+
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="started workers are forked on Linux only")
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (exited, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@linux_only
+@pytest.mark.parametrize("blas_threads", ["1", "2"])
+def test_started_workers_are_forked_from_the_first_unless_it_has_threads(monkeypatch, blas_threads):
+    """The first worker boots and forks the others, which saves their boots; a first worker with
+    more than one thread (here BLAS threads the caller asked for) spawns them afresh instead."""
+    if blas_threads != "1" and runner_cpus() < 2:
+        pytest.skip("OpenBLAS starts no threads on one CPU")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", blas_threads)
+    with _children_only(3) as pool:
+        pool.start()
+        first = pool._children[0]  # noqa: SLF001
+        # Three calls long enough that each worker takes one before any finishes.
+        seen = {pid: rest for pid, *rest in pool.map(partial(pool_calls.lineage, 0.3), [None] * 3)}
+        pids = {child.pid for child in pool._children}  # noqa: SLF001
+    assert not pool.failures and set(seen) == pids and len(pids) == 3
+    _, first_argv, first_threads = seen.pop(first.process.pid)
+    assert (first_threads == 1) == (blas_threads == "1")
+    for parent, argv, _ in seen.values():
+        assert parent == first.process.pid
+        assert (argv == first_argv) == (first_threads == 1)  # a forked worker runs the first one's command line
+    assert all(_gone(pid) for pid in pids)
+
+
+@linux_only
+def test_forked_workers_cpu_time_counts_as_this_processs_childrens():
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with _children_only(3) as pool:
+        pool.start()
+        used = pool.map(partial(pool_calls.spin, 0.2), [None] * 3)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert pool.processes == 3 and not pool.failures
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) >= sum(used)
+
+
+@linux_only
+def test_cancelling_ends_busy_forked_workers():
+    pool = _children_only(2)
+    pool.start()
+    errors = []
+
+    def ask():
+        try:
+            pool.map(partial(pool_calls.sleep_then_double, 60.0), [np.ones(1), np.ones(1)])
+        except Exception as error:  # noqa: BLE001 - recorded for the assertion
+            errors.append(error)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    deadline = time.monotonic() + 30
+    while not all(child.pid for child in pool._children) and time.monotonic() < deadline:  # noqa: SLF001
+        time.sleep(0.05)  # both calls sent: the workers reported ready
+    pids = [child.pid for child in pool._children]  # noqa: SLF001
+    start = time.monotonic()
+    pool.close(cancel=True)
+    asker.join(30)
+    assert time.monotonic() - start < 20 and not asker.is_alive() and errors
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in pids)
+
+
+@linux_only
+def test_a_forked_worker_that_dies_is_replaced_by_this_process():
+    chunks = [np.full(4, float(i)) for i in range(6)]
+    with _children_only() as pool:
+        pool.start()
+        results = pool.map(partial(pool_calls.die_unless_in, os.getpid()), chunks)
+    assert [r.tolist() for r in results] == [[2.0 * i] * 4 for i in range(6)]
+    assert len(pool.failures) == 2 and any("exited with status 3" in f for f in pool.failures)
 
 
 def test_starting_a_pool_that_stays_in_this_process_starts_nothing():

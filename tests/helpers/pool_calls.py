@@ -52,3 +52,18 @@ def sleep_then_double(seconds: float, values: np.ndarray) -> np.ndarray:
 def environment(names: list[str], _chunk) -> dict[str, str | None]:
     """The values of the environment variables ``names`` in the process running the call."""
     return {name: os.environ.get(name) for name in names}
+
+
+def lineage(seconds: float, _chunk) -> tuple[int, int, list[str], int]:
+    """(pid, parent pid, the worker script's arguments after ``sys.path``, threads) of the process running
+    the call, after ``seconds`` of sleep."""
+    time.sleep(seconds)
+    return os.getpid(), os.getppid(), sys.argv[2:], len(os.listdir("/proc/self/task"))
+
+
+def spin(seconds: float, _chunk) -> float:
+    """Keep a CPU busy for ``seconds`` of this process's CPU time; return the time used."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    return time.process_time() - start

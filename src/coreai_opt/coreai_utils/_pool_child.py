@@ -7,11 +7,18 @@ this package's modules). The package ``__init__`` files are not run: the parent
 packages are registered as bare namespaces, so a worker loads numpy and the
 kernels only, not the Core AI bindings.
 
+An optional second argument lists pipes (``"request:reply"`` descriptor pairs,
+comma-separated) of sibling workers to start once numpy and the kernels are
+loaded: each is forked from this process, so the pool pays for one boot
+(about 85 ms of CPU, nearly all of it importing numpy) instead of one per worker.
+A process with more than one thread (say, BLAS threads the caller asked for)
+never forks: it spawns each sibling afresh instead.
+
 Frames on both pipes: ``_frames.send`` / ``_frames.receive`` (a length-prefixed
 pickle with out-of-band buffers). Replies: ``("ok", result)``, ``("raised",
 exception)`` when the call raised, ``("broken", message)`` when the request
 itself could not be run. A ``None`` request asks for this process's peak
-resident memory (KB) and ends it.
+resident memory (KB) and ends it. A worker's first frame is ``("ready", pid)``.
 """
 
 import sys
@@ -62,11 +69,63 @@ def _preload() -> None:
             pass
 
 
+def _sibling_pipes(text: str) -> list[tuple[int, int]]:
+    """The (request, reply) descriptor pairs of the second argument."""
+    return [(int(request), int(reply)) for request, reply in (pair.split(":") for pair in text.split(",") if pair)]
+
+
+def _single_threaded() -> bool:
+    """Whether this process runs one thread, so forking it is safe (False where that cannot be told)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _spawn_sibling(request: int, reply: int) -> int | None:
+    """Start a fresh worker on a pipe pair; its pid (None if it could not start)."""
+    import subprocess
+
+    try:
+        return subprocess.Popen([sys.executable, os.path.abspath(__file__), "\n".join(sys.path)],
+                                stdin=request, stdout=reply, close_fds=True).pid
+    except OSError:
+        return None  # the pool reads the closed pipe as a worker that did not start
+
+
+#: pids of the siblings this process started: waited for before it exits, so their CPU time is
+#: counted in this process's children, and so in the pool's caller's.
+_siblings: list[int] = []
+
+
+def _start_siblings(pipes: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """Start a worker on each pipe pair; in a forked worker, return its pair (None in this process)."""
+    sys.stderr.flush()  # nothing buffered is written twice
+    for index, (request, reply) in enumerate(pipes):
+        pid = -1
+        if _single_threaded():
+            try:
+                pid = os.fork()
+            except OSError:
+                pid = -1
+        if pid == 0:
+            _siblings.clear()
+            for fd in (fd for pair in pipes[index + 1 :] for fd in pair):
+                os.close(fd)
+            return request, reply
+        if pid < 0:
+            pid = _spawn_sibling(request, reply)
+        if pid is not None:
+            _siblings.append(pid)
+        os.close(request)
+        os.close(reply)
+    return None
+
+
 def _serve(requests, replies) -> None:
     from coreai_opt.coreai_utils._frames import receive, send
 
-    _preload()
-    send(replies, ("ready", None))
+    send(replies, ("ready", os.getpid()))
     while True:
         try:
             request = receive(requests)
@@ -96,8 +155,15 @@ def main() -> None:
     os.dup2(2, 1)  # anything printed goes to stderr, never into the reply stream
     sys.stdout = sys.stderr
     _register_bare_packages()
+    _preload()
+    requests = sys.stdin.buffer
+    sibling = _start_siblings(_sibling_pipes(sys.argv[2] if len(sys.argv) > 2 else ""))
+    if sibling is not None:  # a forked worker holds its own pipes only: the pool sees each worker's exit
+        requests.close()
+        replies.close()
+        requests, replies = os.fdopen(sibling[0], "rb"), os.fdopen(sibling[1], "wb")
     try:
-        _serve(sys.stdin.buffer, replies)
+        _serve(requests, replies)
     except OSError:  # a reply could not be written: the parent went away or closed the pool unused
         pass
     try:
@@ -105,6 +171,11 @@ def main() -> None:
         sys.stderr.flush()
     except OSError:  # the parent went away
         pass
+    for pid in _siblings:  # they end when the pool closes them (it closes siblings first) or goes away
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
     os._exit(0)  # nothing left to clean up: skipping interpreter shutdown lets the parent reap at once
 
 
