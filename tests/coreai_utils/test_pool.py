@@ -16,7 +16,6 @@ from coreai_opt.coreai_utils import CompressionWarning, collect_reports, paletti
 from coreai_opt.coreai_utils._kernels.kmeans1d import palettize_rows
 from coreai_opt.coreai_utils._kernels.kmeans_vec import palettize_vectors
 from coreai_opt.coreai_utils._kernels.rounding import round_through
-from coreai_opt.coreai_utils._passes.runner import available_cpus as runner_cpus
 from coreai_opt.coreai_utils._pool import PROCESS_MIN_VALUES, KernelPool
 from helpers import pool_calls
 from helpers.program import weight_expressions
@@ -292,7 +291,7 @@ def _gone(pid: int) -> bool:
 def test_started_workers_are_forked_from_the_first_unless_it_has_threads(monkeypatch, blas_threads):
     """The first worker boots and forks the others, which saves their boots; a first worker with
     more than one thread (here BLAS threads the caller asked for) spawns them afresh instead."""
-    if blas_threads != "1" and runner_cpus() < 2:
+    if blas_threads != "1" and len(os.sched_getaffinity(0)) < 2:
         pytest.skip("OpenBLAS starts no threads on one CPU")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", blas_threads)
     with _children_only(3) as pool:
@@ -339,7 +338,7 @@ def test_cancelling_ends_busy_forked_workers():
     asker.start()
     deadline = time.monotonic() + 30
     while not all(child.pid for child in pool._children) and time.monotonic() < deadline:  # noqa: SLF001
-        time.sleep(0.05)  # both calls sent: the workers reported ready
+        time.sleep(0.05)  # until the forked worker has reported ready: its pid is known
     pids = [child.pid for child in pool._children]  # noqa: SLF001
     start = time.monotonic()
     pool.close(cancel=True)
