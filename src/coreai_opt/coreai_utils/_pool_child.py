@@ -93,14 +93,11 @@ def _spawn_sibling(request: int, reply: int) -> int | None:
         return None  # the pool reads the closed pipe as a worker that did not start
 
 
-#: pids of the siblings this process started: waited for before it exits, so their CPU time is
-#: counted in this process's children, and so in the pool's caller's.
-_siblings: list[int] = []
-
-
-def _start_siblings(pipes: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """Start a worker on each pipe pair; in a forked worker, return its pair (None in this process)."""
+def _start_siblings(pipes: list[tuple[int, int]]) -> tuple[tuple[int, int] | None, list[int]]:
+    """Start a worker on each pipe pair: (in a forked worker its own pair, else None; the pids of the
+    workers this process started)."""
     sys.stderr.flush()  # nothing buffered is written twice
+    started: list[int] = []
     for index, (request, reply) in enumerate(pipes):
         pid = -1
         if _single_threaded():
@@ -109,17 +106,16 @@ def _start_siblings(pipes: list[tuple[int, int]]) -> tuple[int, int] | None:
             except OSError:
                 pid = -1
         if pid == 0:
-            _siblings.clear()
             for fd in (fd for pair in pipes[index + 1 :] for fd in pair):
                 os.close(fd)
-            return request, reply
+            return (request, reply), []
         if pid < 0:
             pid = _spawn_sibling(request, reply)
         if pid is not None:
-            _siblings.append(pid)
+            started.append(pid)
         os.close(request)
         os.close(reply)
-    return None
+    return None, started
 
 
 def _serve(requests, replies) -> None:
@@ -157,7 +153,7 @@ def main() -> None:
     _register_bare_packages()
     _preload()
     requests = sys.stdin.buffer
-    sibling = _start_siblings(_sibling_pipes(sys.argv[2] if len(sys.argv) > 2 else ""))
+    sibling, siblings = _start_siblings(_sibling_pipes(sys.argv[2] if len(sys.argv) > 2 else ""))
     if sibling is not None:  # a forked worker holds its own pipes only: the pool sees each worker's exit
         requests.close()
         replies.close()
@@ -171,7 +167,9 @@ def main() -> None:
         sys.stderr.flush()
     except OSError:  # the parent went away
         pass
-    for pid in _siblings:  # they end when the pool closes them (it closes siblings first) or goes away
+    # Wait for the workers started here, so their CPU time counts in this process's children, and so in
+    # the pool's caller's; they end when the pool closes them (it closes them first) or goes away.
+    for pid in siblings:
         try:
             os.waitpid(pid, 0)
         except OSError:
