@@ -43,30 +43,90 @@ def test_optimal_when_the_row_fits_the_dp(data):
     assert _sse(row, lut, indices) <= expected * (1 + 1e-6) + 1e-9
 
 
-def test_long_rows_start_from_capped_atoms_unless_their_values_fit_the_budget(monkeypatch):
-    """A whole-tensor row of distinct values starts from a DP over at most 128 atoms per cluster;
-    one whose few distinct values fit the (larger) budget is still solved exactly."""
-    from coreai_opt.coreai_utils._kernels import kmeans1d
-
+def _record_starts(monkeypatch) -> list:
+    """Calls of the two DP starts of long rows, as ("dp", atoms) and ("refined",)."""
     used = []
-    original = kmeans1d._dp_starts
+    dp, refined = kmeans1d._dp_starts, kmeans1d._refined_starts
     monkeypatch.setattr(kmeans1d, "_dp_starts", lambda hist, rows, k, atoms, n: (
-        used.append(atoms), original(hist, rows, k, atoms, n))[1])
+        used.append(("dp", atoms)), dp(hist, rows, k, atoms, n))[1])
+    monkeypatch.setattr(kmeans1d, "_refined_starts", lambda hist, rows, k, n: (
+        used.append(("refined",)), refined(hist, rows, k, n))[1])
+    return used
+
+
+def test_long_rows_start_from_refined_cuts_unless_their_values_fit_the_budget(monkeypatch):
+    """A whole-tensor row of distinct values starts from the refined cuts of a dense DP; one whose
+    few distinct values fit the (larger) budget is still solved exactly."""
+    used = _record_starts(monkeypatch)
     rng = np.random.default_rng(3)
     n, k = kmeans1d._LONG_ROW, 4
     distinct = rng.standard_normal((1, n)).astype(np.float32)
     few = rng.choice(np.unique(rng.standard_normal(3000).astype(np.float16)), (1, n))  # counted: entries merge
     budget = dp_atom_budget(n, k)
-    assert budget >= 3000 > kmeans1d._ATOMS_PER_CLUSTER_LIMIT * k
+    assert budget >= 3000 and kmeans1d._refines(kmeans1d._approximating_atoms(budget, k), k)
     palettize_rows(distinct, k)
     lut, indices = palettize_rows(few, k)
-    assert used == [kmeans1d._ATOMS_PER_CLUSTER_LIMIT * k, budget]
+    assert used == [("refined",), ("dp", budget)]
     values, counts = np.unique(few[0].astype(np.float64), return_counts=True)
     v, c = values.astype(np.float64), counts.astype(np.float64)
     bounds = [*optimal_partition(c[None], (c * v)[None], (c * v * v)[None], k)[0], v.size]
     optimum = sum(float((c[a:b] * (v[a:b] - (c[a:b] * v[a:b]).sum() / c[a:b].sum()) ** 2).sum())
                   for a, b in zip(bounds[:-1], bounds[1:]))
     assert _sse(few, lut, indices) <= optimum * (1 + 1e-9)
+
+
+def test_long_rows_at_k_64_start_from_a_dp_over_capped_atoms(monkeypatch):
+    """Beyond k = 32 the dense DP holds fewer than 4 atoms per cluster: no refinement, a DP over
+    at most 128 atoms per cluster (and the budget)."""
+    used = _record_starts(monkeypatch)
+    n, k = kmeans1d._LONG_ROW, 64
+    palettize_rows(np.random.default_rng(4).standard_normal((1, n)).astype(np.float32), k)
+    assert used == [("dp", min(dp_atom_budget(n, k), kmeans1d._ATOMS_PER_CLUSTER_LIMIT * k))]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_best_cuts_maximise_the_gain_over_every_choice_of_candidates(seed):
+    """The DP over window candidates against all combinations (overlapping windows included:
+    a run ending before it starts is never chosen)."""
+    rng = np.random.default_rng(seed)
+    values = np.sort(rng.standard_normal(400) ** 3)
+    cuts, candidates = 3, 9
+    positions = np.sort(rng.integers(0, values.size + 1, (1, cuts, candidates)), axis=2)
+    positions[0, 1] = np.sort(positions[0, 0] + rng.integers(0, 60, candidates))  # overlaps the first window
+    positions = np.minimum(positions, values.size)
+    running = np.concatenate([[0.0], np.cumsum(values)])
+    before, summed = positions.astype(np.float64), running[positions]
+    picked = kmeans1d._best_cuts(before, summed, np.array([[values.size]], float), running[-1:][None])
+
+    def gain(choice):
+        ends = [0, *(positions[0, j, c] for j, c in enumerate(choice)), values.size]
+        if any(b < a for a, b in zip(ends, ends[1:])):
+            return -np.inf
+        return sum((running[b] - running[a]) ** 2 / (b - a) for a, b in zip(ends, ends[1:]) if b > a)
+
+    best = max(gain(choice) for choice in itertools.product(range(candidates), repeat=cuts))
+    assert gain(picked[0]) == pytest.approx(best, rel=1e-12)
+
+
+def test_window_positions_hold_each_cut_and_stay_within_reach():
+    bounds = np.array([[0, 3, 10, 11, 40, 41, 90, 100, 100]])
+    cuts = np.array([[1, 4, 6]])
+    positions = kmeans1d._window_positions(bounds, cuts)
+    reach, half = kmeans1d._REFINE_REACH, kmeans1d._REFINE_POINTS // 2
+    assert positions.shape == (1, 3, kmeans1d._REFINE_POINTS + 1)
+    assert (np.diff(positions, axis=2) >= 0).all()
+    np.testing.assert_array_equal(positions[0, :, half], bounds[0, cuts[0]])
+    np.testing.assert_array_equal(positions[0, :, 0], bounds[0, np.maximum(cuts[0] - reach, 0)])
+    np.testing.assert_array_equal(positions[0, :, -1], bounds[0, np.minimum(cuts[0] + reach, bounds.shape[1] - 1)])
+
+
+def test_refined_starts_do_not_depend_on_how_many_rows_one_dp_step_holds(monkeypatch):
+    values = (np.random.default_rng(5).standard_normal((3, kmeans1d._LONG_ROW)) ** 3).astype(np.float32)
+    lut, indices = palettize_rows(values, 16, round_decimals=4)
+    monkeypatch.setattr(kmeans1d, "_REFINE_ROWS", 2)
+    part_lut, part_indices = palettize_rows(values, 16, round_decimals=4)
+    np.testing.assert_array_equal(part_lut, lut)
+    np.testing.assert_array_equal(part_indices, indices)
 
 
 def _weighted_optimum(counts, k):
