@@ -22,3 +22,29 @@ def test_frames_carry_arrays_and_objects_unchanged(tmp_path):
     assert kind == "ok" and other == {"k": [1, "x"]}
     np.testing.assert_array_equal(strided, np.arange(10.0).reshape(2, 5)[:, ::2])
     assert ones.dtype == np.uint8 and ones.flags.writeable
+
+
+def _owner(array: np.ndarray):
+    """The object that owns an array's memory (the end of its chain of bases)."""
+    while isinstance(array, np.ndarray) and array.base is not None:
+        array = array.base
+    return array.obj if isinstance(array, memoryview) else array
+
+
+def test_large_buffers_arrive_in_numpy_arrays_and_stay_writable(tmp_path):
+    """Buffers from ``_ARRAY_BUFFER_BYTES`` on are read into numpy arrays (huge pages), smaller ones
+    into bytearrays; either way the arrays arrive equal and writable."""
+    from coreai_opt.coreai_utils import _frames
+
+    large = np.random.default_rng(0).standard_normal(_frames._ARRAY_BUFFER_BYTES // 8 + 1).astype(np.float64)
+    small = np.arange(7, dtype=np.int16)
+    path = tmp_path / "frame"
+    with open(path, "wb") as stream:
+        send(stream, (large, small, bytearray(b"x" * _frames._ARRAY_BUFFER_BYTES)))
+    with open(path, "rb") as stream:
+        got_large, got_small, got_bytes = receive(stream)
+    np.testing.assert_array_equal(got_large, large)
+    np.testing.assert_array_equal(got_small, small)
+    assert isinstance(_owner(got_large), np.ndarray) and isinstance(_owner(got_small), bytearray)
+    assert got_large.flags.writeable and got_small.flags.writeable
+    assert got_bytes == bytearray(b"x" * _frames._ARRAY_BUFFER_BYTES)

@@ -3,7 +3,7 @@
 One frame: two little-endian uint64 (the pickle's length, the number of
 out-of-band buffers), each buffer's length, the pickle (protocol 5), then the
 buffers, so arrays cross without being copied into the pickle. Kept apart from
-``_pool`` so a worker imports only this, pickle and struct.
+``_pool`` so a worker imports only this, pickle, struct and numpy.
 """
 
 from __future__ import annotations
@@ -12,9 +12,17 @@ import pickle
 import struct
 from typing import Any
 
+import numpy as np
 
-def _read_exact(stream, size: int) -> bytearray:
-    buffer = bytearray(size)
+#: Buffers from this size on are read into numpy arrays, not bytearrays: numpy asks Linux for huge
+#: pages for large arrays, so filling one takes a few page faults instead of one per 4 KiB. Receiving
+#: the 47 MB MiniLM embedding in a worker that had not received anything yet took 18 ms instead of
+#: 42 ms (page faults are dear in a virtual machine).
+_ARRAY_BUFFER_BYTES = 1 << 22
+
+
+def _read_exact(stream, size: int) -> bytearray | np.ndarray:
+    buffer = np.empty(size, np.uint8) if size >= _ARRAY_BUFFER_BYTES else bytearray(size)
     view, done = memoryview(buffer), 0
     while done < size:
         got = stream.readinto(view[done:])
