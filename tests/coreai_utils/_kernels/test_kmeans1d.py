@@ -489,3 +489,21 @@ def test_cube_root_is_within_one_ulp_of_cbrt_on_counts_and_large_values():
     got, want = _cube_root(counts), np.cbrt(counts)
     assert got[0] == 0.0 and np.array_equal(got[[1, 8, 27, 1000]], [1.0, 2.0, 3.0, 10.0])
     assert np.all(np.abs(got - want) <= np.spacing(want))
+
+
+@pytest.mark.parametrize("n", [10, 1000])
+def test_rows_with_at_most_k_distinct_values_are_told_apart_even_when_the_probe_misses_a_value(n):
+    """The sampled values of a row can miss a value that occurs once: the sample only rules rows out."""
+    from coreai_opt.coreai_utils._kernels import _local1d
+
+    k = 4
+    rng = np.random.default_rng(6)
+    rows = np.stack([
+        np.resize(np.arange(4.0), n),  # exactly k values
+        np.concatenate([np.resize(np.arange(4.0), n - 1), [1.5]]),  # k + 1, one of them once
+        np.concatenate([np.resize(np.arange(3.0), n - 1), [1.5]]),  # k, one of them once
+        rng.standard_normal(n),  # all distinct
+    ]).astype(np.float32)
+    hist = _local1d.histogram(np.sort(rows, axis=1), compress=False)
+    expected = [np.unique(row).size <= k for row in rows]
+    assert kmeans1d._at_most_distinct(hist, k).tolist() == expected == [True, False, True, False]
