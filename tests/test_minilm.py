@@ -28,6 +28,12 @@ def test_uncompressed_program_matches_pytorch(minilm, tmp_path):
     assert _cosines(minilm, minilm.program(), tmp_path, "fp32").min() > 0.9999
 
 
+#: Least mean cosine of 4-bit palettization. Per tensor: the existing implementation's exact mode
+#: (0.9504 here) less the 0.002 the benchmark allows; on these eight sentences the cosine moves by
+#: about 0.001 with LUT shifts that change the weights' error by 1e-5.
+_FOUR_BIT_COSINE = {G.PER_TENSOR: 0.948, G.PER_CHANNEL: 0.97, G.PER_GROUPED_CHANNEL: 0.955}
+
+
 @pytest.mark.parametrize("granularity", [G.PER_TENSOR, G.PER_CHANNEL, G.PER_GROUPED_CHANNEL])
 def test_four_bit_palettization_keeps_embeddings_close(minilm, granularity, tmp_path):
     with collect_reports() as reports:
@@ -35,7 +41,7 @@ def test_four_bit_palettization_keeps_embeddings_close(minilm, granularity, tmp_
     report = reports[0]
     assert len(report.compressed) == 37 and not report.skipped  # every linear weight and the embedding
     cosines = _cosines(minilm, compressed, tmp_path, f"pal4-{granularity.value}")
-    assert cosines.mean() >= 0.95, cosines
+    assert cosines.mean() >= _FOUR_BIT_COSINE[granularity], cosines
 
 
 def test_the_30522_row_embedding_is_grouped_not_skipped(minilm):
