@@ -293,13 +293,13 @@ def _dp_starts(hist: local.Histogram, rows: np.ndarray, k: int, budget: int, n_v
 
 
 #: A row with more distinct values than its atom budget, whose approximating DP would take more atoms
-#: than the dense DP (k <= 32 on rows of at least 8,192 k values), starts from the dense DP over
-#: ``DENSE_LIMIT`` atoms, its cuts then moved by an exact DP over ``_REFINE_POINTS`` + 1 positions
-#: around each, up to ``_REFINE_REACH`` atoms away (``_refined_starts``). On MiniLM's 39 whole tensors,
-#: against the divide-and-conquer DP over 512-2,048 atoms it replaced, after Lloyd: less error on 29
-#: to 37 of them at k = 4, 8, 16 and 32 (on average 5e-6 to 1e-5 less, 2e-4 at k = 32; at most 3e-5
-#: more on any at k <= 16) in 15-30 % less clustering time. Reach 2 or 4 atoms, or positions 1/8 of
-#: an atom apart, left more error.
+#: than the dense DP (k <= 32 on whole tensors and on rows of at least 8,192 k values), starts from the
+#: dense DP over ``DENSE_LIMIT`` atoms, its cuts then moved by an exact DP over ``_REFINE_POINTS`` + 1
+#: positions around each, up to ``_REFINE_REACH`` atoms away (``_refined_starts``). On MiniLM's 39
+#: whole tensors, against the divide-and-conquer DP over 512-2,048 atoms it replaced, after Lloyd:
+#: less error on 29 to 37 of them at k = 4, 8, 16 and 32 (on average 5e-6 to 1e-5 less, 2e-4 at
+#: k = 32; at most 3e-5 more on any at k <= 16) in 15-30 % less clustering time. Reach 2 or 4
+#: atoms, or positions 1/8 of an atom apart, left more error.
 _REFINE_REACH = 3
 _REFINE_POINTS = 96
 #: Rows whose windows one DP step holds at a time (bounds its (rows, P + 1, P + 1) temporaries to 2.4 MB).
