@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from coreai_opt.coreai_utils import _frames
 from coreai_opt.coreai_utils._frames import receive, send
 
 
@@ -34,8 +35,6 @@ def _owner(array: np.ndarray):
 def test_large_buffers_arrive_in_numpy_arrays_and_stay_writable(tmp_path):
     """Buffers from ``_ARRAY_BUFFER_BYTES`` on are read into numpy arrays (huge pages), smaller ones
     into bytearrays; either way the arrays arrive equal and writable."""
-    from coreai_opt.coreai_utils import _frames
-
     large = np.random.default_rng(0).standard_normal(_frames._ARRAY_BUFFER_BYTES // 8 + 1).astype(np.float64)
     small = np.arange(7, dtype=np.int16)
     path = tmp_path / "frame"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coreai_opt.coreai_utils._kernels import kmeans1d
+from coreai_opt.coreai_utils._kernels import _local1d, kmeans1d
 from coreai_opt.coreai_utils._kernels._dp1d import optimal_partition
 from coreai_opt.coreai_utils._kernels.kmeans1d import dp_atom_budget, nearest_indices, palettize_rows
 
@@ -494,8 +494,6 @@ def test_cube_root_is_within_one_ulp_of_cbrt_on_counts_and_large_values():
 @pytest.mark.parametrize("n", [10, 1000])
 def test_rows_with_at_most_k_distinct_values_are_told_apart_even_when_the_probe_misses_a_value(n):
     """The sampled values of a row can miss a value that occurs once: the sample only rules rows out."""
-    from coreai_opt.coreai_utils._kernels import _local1d
-
     k = 4
     rng = np.random.default_rng(6)
     rows = np.stack([
