@@ -171,9 +171,19 @@ def run_sums(flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.bincount(np.searchsorted(starts, cuts, side="right") - 1, weights=pieces, minlength=starts.size)
 
 
+def _flat(hist: Histogram, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Flat indices of each listed row's ``positions`` (rows, p) into the running counts and sums."""
+    return (rows.astype(np.int64) * (hist.width + 1))[:, None] + positions
+
+
 def running_counts(hist: Histogram, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """How many values of each listed row lie before each of its ``positions`` (rows, p)."""
-    return _counts_at(hist, (rows.astype(np.int64) * (hist.width + 1))[:, None] + positions, positions)
+    return _counts_at(hist, _flat(hist, rows, positions), positions)
+
+
+def running_sums(hist: Histogram, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """float64 sum of the values of each listed row before each of its ``positions`` (rows, p)."""
+    return hist.sums_at(_flat(hist, rows, positions))
 
 
 def from_entries(values: np.ndarray, counts: np.ndarray) -> Histogram:
@@ -296,8 +306,7 @@ def _counts_at(hist: Histogram, at: np.ndarray, positions: np.ndarray) -> np.nda
 
 def run_stats(hist: Histogram, rows: np.ndarray, bounds: np.ndarray, fallback):
     """(counts, means) of the runs [bounds[:, j], bounds[:, j+1]) of the listed rows; ``fallback`` if empty."""
-    width = hist.width + 1
-    at = (rows.astype(np.int64) * width)[:, None] + bounds
+    at = _flat(hist, rows, bounds)
     counts = np.diff(_counts_at(hist, at, bounds), axis=1)
     sums = np.diff(hist.sums_at(at), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

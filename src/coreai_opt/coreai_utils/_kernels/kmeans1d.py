@@ -105,9 +105,11 @@ def dp_atom_budget(n_values: int, k: int) -> int:
 
 
 #: A DP start over atoms (a row with more distinct values than its budget) uses at most this many
-#: atoms per cluster: beyond, the start barely moves (at most 2e-5 relative error on MiniLM's
-#: whole-tensor rows, k <= 16) while the divide-and-conquer DP's cost keeps growing (a budget
-#: this cap halves ran 1.4-2x longer). Rows that fit the budget are still solved exactly.
+#: atoms per cluster: beyond, the start barely moved (at most 2e-5 relative error on MiniLM's
+#: whole-tensor rows at k <= 16, when they took this DP) while the divide-and-conquer DP's cost keeps
+#: growing (a budget this cap halves ran 1.4-2x longer). Rows that fit the budget are still solved
+#: exactly. Where the capped count exceeds the dense DP's limit at k <= 32, ``_refined_starts``
+#: replaces this DP, so the cap now bounds the DP of k >= 64 only.
 _ATOMS_PER_CLUSTER_LIMIT = 128
 
 
@@ -367,7 +369,7 @@ def _refined_starts(hist: local.Histogram, rows: np.ndarray, k: int, n_values: i
     ends = np.concatenate([positions.reshape(rows.size, -1), sizes[:, None]], axis=1)
     before = local.running_counts(hist, rows, ends).astype(np.float64)
     midrange = (hist.low(rows) + hist.high(rows))[:, None] / 2
-    summed = hist.sums_at((rows.astype(np.int64) * (hist.width + 1))[:, None] + ends) - before * midrange
+    summed = local.running_sums(hist, rows, ends) - before * midrange
     count, total = before[:, -1:], summed[:, -1:]  # the whole row
     before, summed = before[:, :-1].reshape(positions.shape), summed[:, :-1].reshape(positions.shape)
     picked = np.concatenate([_best_cuts(before[r : r + _REFINE_ROWS], summed[r : r + _REFINE_ROWS],
