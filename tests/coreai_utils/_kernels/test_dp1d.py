@@ -108,3 +108,48 @@ def test_divide_and_conquer_is_optimal_on_rows_full_of_ties(k):
     for row in range(8):
         dense, divided = (_sse(x[row], w[row], starts[row], skip_empty=True) for starts in results)
         assert divided <= dense * (1 + 1e-6) + 1e-12
+
+
+def _brute_capped(x, w, k, longest, last):
+    """The least SSE over partitions of atoms 0..last whose runs span at most ``longest`` atoms."""
+    best = np.inf
+    for cuts in itertools.combinations(range(1, last + 1), k - 1):
+        bounds = (0, *cuts, last + 1)
+        if max(b - a for a, b in zip(bounds, bounds[1:])) <= longest:
+            best = min(best, _sse(x[: last + 1], w[: last + 1], (0, *cuts)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_longest_run_gives_the_best_partition_of_short_runs_up_to_the_last_atom(seed):
+    """With ``longest_run`` no cluster spans more atoms than that, counted up to each row's last
+    non-empty atom: the padding after it joins the last cluster whatever its length."""
+    rng = np.random.default_rng(seed)
+    size, k = 11, int(rng.integers(2, 5))
+    longest = int(rng.integers(-(-size // k), size - k + 1))
+    x = np.sort(rng.standard_t(2, (6, size)), axis=1)
+    w = rng.integers(1, 4, (6, size)).astype(np.float64)
+    w[1, 7:] = 0.0  # padded rows
+    w[4, k + 1 :] = 0.0
+    starts = optimal_partition(w, w * x, w * x * x, k, longest)
+    for row in range(6):
+        last = int(np.flatnonzero(w[row])[-1])
+        bounds = [*starts[row], last + 1]
+        assert starts[row][0] == 0 and all(0 < b - a <= longest for a, b in zip(bounds, bounds[1:]))
+        got = _sse(x[row, : last + 1], w[row, : last + 1], starts[row])
+        assert got <= _brute_capped(x[row], w[row], k, longest, last) * (1 + 1e-6) + 1e-12
+
+
+def test_a_longest_run_covering_every_partition_changes_nothing():
+    rng = np.random.default_rng(8)
+    x = np.sort(rng.standard_normal((10, 64)), axis=1)
+    w = np.ones_like(x)
+    np.testing.assert_array_equal(optimal_partition(w, x, x * x, 16, 49), optimal_partition(w, x, x * x, 16))
+
+
+@pytest.mark.parametrize("size,k,longest", [(64, 16, 3), (200, 4, 60)])
+def test_longest_run_is_refused_where_it_cannot_apply(size, k, longest):
+    """Too short to cover the row in k runs, or more atoms than the dense table takes."""
+    x = np.sort(np.random.default_rng(9).standard_normal((2, size)), axis=1)
+    with pytest.raises(ValueError, match="longest_run"):
+        optimal_partition(np.ones_like(x), x, x * x, k, longest)

@@ -47,8 +47,8 @@ def _record_starts(monkeypatch) -> list:
     """Calls of the two DP starts of long rows, as ("dp", atoms) and ("refined",)."""
     used = []
     dp, refined = kmeans1d._dp_starts, kmeans1d._refined_starts
-    monkeypatch.setattr(kmeans1d, "_dp_starts", lambda hist, rows, k, atoms, n: (
-        used.append(("dp", atoms)), dp(hist, rows, k, atoms, n))[1])
+    monkeypatch.setattr(kmeans1d, "_dp_starts", lambda hist, rows, k, atoms, n, longest_run=None: (
+        used.append(("dp", atoms)), dp(hist, rows, k, atoms, n, longest_run))[1])
     monkeypatch.setattr(kmeans1d, "_refined_starts", lambda hist, rows, k, n: (
         used.append(("refined",)), refined(hist, rows, k, n))[1])
     return used
@@ -505,3 +505,40 @@ def test_rows_with_at_most_k_distinct_values_are_told_apart_even_when_the_probe_
     hist = _local1d.histogram(np.sort(rows, axis=1), compress=False)
     expected = [np.unique(row).size <= k for row in rows]
     assert kmeans1d._at_most_distinct(hist, k).tolist() == expected == [True, False, True, False]
+
+
+@pytest.mark.parametrize("block", [1, 3001, 1 << 17])
+def test_binned_atoms_do_not_depend_on_how_many_values_one_step_bins(monkeypatch, block):
+    """``_bin_changes`` bins a few rows at a time (one row per step when rows are long)."""
+    rng = np.random.default_rng(13)
+    values = (rng.standard_t(3, size=(9, 3000)) * 0.02).astype(np.float32)
+    values[4, :2] = [40, -60]  # stops at a finer trial than the rest
+    hist, rows = kmeans1d._exact_histogram(values, 16), np.array([0, 2, 3, 4, 5, 8])
+    expected = kmeans1d._uniform_bounds(hist, rows, 64, 100)
+    monkeypatch.setattr(kmeans1d, "_BIN_BLOCK", block)
+    np.testing.assert_array_equal(kmeans1d._uniform_bounds(hist, rows, 64, 100), expected)
+
+
+def test_only_approximating_dps_limit_the_atoms_of_a_cluster(monkeypatch):
+    """Rows with more distinct values than the budget take the DP over atoms with runs of at most
+    4 atoms per cluster on average; rows the DP solves exactly keep every run length."""
+    calls = []
+    partition = kmeans1d.optimal_partition
+    monkeypatch.setattr(kmeans1d, "optimal_partition", lambda counts, sums, squares, k, longest_run=None: (
+        calls.append((counts.shape[1], longest_run)), partition(counts, sums, squares, k, longest_run))[1])
+    rng = np.random.default_rng(14)
+    palettize_rows(rng.standard_normal((4, 2304)).astype(np.float32), 16)
+    palettize_rows(rng.integers(-30, 30, (4, 2304)).astype(np.float16), 16)  # 60 distinct values: exact
+    assert calls == [(64, 16), (64, None)]
+
+
+def test_the_final_fit_searches_near_known_cuts_with_the_same_result():
+    rng = np.random.default_rng(15)
+    values = rng.standard_t(3, (6, 2000)).astype(np.float32)
+    hist = kmeans1d._exact_histogram(values, 16)
+    centroids = np.sort(rng.standard_normal((6, 16)), axis=1)
+    unknown = np.zeros((6, 15), np.int64)
+    cuts = _local1d.search_sorted(hist.values, np.arange(6), (centroids[:, 1:] + centroids[:, :-1]) / 2)
+    expected = kmeans1d._fit_exact(hist, centroids, np.asarray, unknown)
+    np.testing.assert_array_equal(kmeans1d._fit_exact(hist, centroids, np.asarray, cuts), expected)
+    np.testing.assert_array_equal(kmeans1d._fit_exact(hist, centroids, np.asarray, cuts + 40), expected)

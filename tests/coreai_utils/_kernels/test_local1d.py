@@ -65,3 +65,38 @@ def test_run_sums_add_each_run_in_float64_without_widening_the_whole_input(monke
     finally:
         tracemalloc.stop()
     assert sums.tolist() == [float(1 << 18)] * 16 and peak < 4 << 20
+
+
+def _float64_running_sums(rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros((rows.shape[0], 1)), np.cumsum(rows.astype(np.float64), axis=1)], axis=1)
+
+
+@pytest.mark.parametrize("scale", [1e-40, 1e-30, 1e-3, 1.0, 1e30, 3e36])
+def test_fixed_point_running_sums_match_float64_sums_at_any_magnitude(scale):
+    """float32 rows are summed in int64 fixed point (rows of extreme magnitude the float64 way): within
+    float64 summation's own rounding of the row's largest sum, whatever the scale."""
+    rng = np.random.default_rng(5)
+    rows = np.sort((np.clip(rng.standard_t(3, (7, 3001)), -40, 40) * scale).astype(np.float32), axis=1)
+    rows[3] = 0.0  # a row of zeros
+    rows[4, :10] = -np.float32(scale) * 90  # a heavy tail
+    expected = _float64_running_sums(rows)
+    got = local.histogram(rows, compress=False).sums
+    assert got.shape == expected.shape and (got[:, 0] == 0).all()
+    largest = np.abs(rows).max(axis=1, keepdims=True).astype(np.float64)
+    peak = np.abs(expected).max(axis=1, keepdims=True) + largest * rows.shape[1]
+    assert (np.abs(got - expected) <= peak * 2.0**-40).all()
+
+
+def test_fixed_point_running_sums_carry_across_blocks_and_batches(monkeypatch):
+    """Long rows are summed a block at a time, short ones a few rows at a time: the same sums."""
+    rng = np.random.default_rng(6)
+    rows = np.sort(rng.standard_normal((5, 2500)).astype(np.float32), axis=1)
+    whole = local.histogram(rows, compress=False).sums
+    monkeypatch.setattr(local, "_WIDEN_BLOCK", 1000)  # blocks of 1,000 values, one row per batch
+    np.testing.assert_array_equal(local.histogram(rows, compress=False).sums, whole)
+    np.testing.assert_allclose(whole, _float64_running_sums(rows), rtol=0, atol=1e-9)
+
+
+def test_float64_rows_keep_float64_running_sums():
+    rows = np.sort(np.random.default_rng(7).standard_normal((3, 500)) * 1e-300, axis=1)
+    np.testing.assert_array_equal(local.histogram(rows, compress=False).sums, _float64_running_sums(rows))

@@ -26,10 +26,9 @@ import numpy as np
 #: from 256 (measured). The choice must not depend on the batch: the two methods round
 #: differently, so near-ties could resolve differently.
 DENSE_LIMIT = 128
-#: Rows per dense table: about this many (start, end, row) triples, at most half of them used (up to
-#: 8 MB of float32). Larger tables cost fewer numpy calls: 4 % less time on MiniLM per-channel than
-#: half as many (measured).
-_DENSE_TABLE_ENTRIES = 1 << 22
+#: Rows per dense table: about this many (start, run length, row) triples (up to 16 MB of float32).
+#: Larger tables cost fewer numpy calls: 4 % less time on MiniLM per-channel than half as many (measured).
+_DENSE_TABLE_ENTRIES = 1 << 20
 _TINY = np.finfo(np.float64).tiny
 
 
@@ -137,48 +136,70 @@ def _window(clusters: int, k: int, size: int) -> tuple[int, int]:
     return clusters - 1, size - (k - clusters)
 
 
-def _dense_partition(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int) -> np.ndarray:
+def _dense_partition(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int, longest_run: int | None = None,
+                     last: np.ndarray | None = None) -> np.ndarray:
     """``optimal_partition`` from the full table of run costs, for up to ``DENSE_LIMIT`` atoms.
 
     The prefix sums come transposed, (M + 1, rows), and scaled so that each row's
     mean square is 1: rows are the innermost axis, so every step is one
     contiguous vector operation over rows (with atoms innermost, numpy looped
-    over a few dozen elements at a time and took 2.7 times as long). ``costs[l][i - l]``
-    is the SSE of atoms ``l..i``, computed in float64 and kept in float32 (the DP
+    over a few dozen elements at a time and took 2.7 times as long). ``costs[L - 1, l]``
+    is the SSE of the ``L`` atoms from ``l``, computed in float64 and kept in float32 (the DP
     ran 20-30 % faster than in float64; a chosen partition's SSE is within about
-    1e-6 of the optimum, relative). Runs longer than ``M - k + 1`` atoms are never used.
-    Layer ``j`` keeps only the least costs ``D_j``, and the backtracking
-    recomputes the costs it compares (the same operations, so the same bits)
-    and takes the first minimum, as the divide-and-conquer layer does.
+    1e-6 of the optimum, relative). Runs longer than ``M - k + 1`` atoms (or
+    ``longest_run``) are never used; ``last`` holds each row's last atom (default: ``M - 1``).
+    Layer ``j`` keeps only the least costs ``D_j``, one vector step per run length (per start
+    it was 3x the calls); the backtracking gathers the sums it compares from the same table
+    and layers (so the same bits) and takes the first minimum, as the divide-and-conquer layer does.
     """
     width, rows = pc.shape
     size = width - 1
     longest = size - k + 1  # the other clusters hold at least one atom each
-    costs = [_run_costs(pc, p1, p2, start, slice(start + 1, start + 1 + longest)) for start in range(size)]
-    best = costs[0]
+    if longest_run is not None:
+        longest = min(longest, longest_run)
+    # costs[length - 1, start]: the SSE of the run of ``length`` atoms from ``start``.
+    costs = np.full((longest, size, rows), np.inf, np.float32)
+    for length in range(1, longest + 1):
+        costs[length - 1, : size - length + 1] = _run_costs(pc, p1, p2, slice(0, size - length + 1),
+                                                            slice(length, size + 1))
+    best = np.full((size, rows), np.inf, np.float32)
+    best[:longest] = costs[:, 0]
     layers = [best]
     candidate = np.empty((size, rows), np.float32)
     for clusters in range(2, k + 1):
         low, high = _window(clusters, k, size)
         new = np.full((size, rows), np.inf, np.float32)
-        for start in range(low, high):
-            run = candidate[: high - start]
-            np.add(costs[start][: high - start], best[start - 1], out=run)
-            np.minimum(new[start:high], run, out=new[start:high])
+        for length in range(1, min(longest, high - low) + 1):
+            last_start = high - length  # the run ends before ``high``
+            run = candidate[: last_start + 1 - low]
+            np.add(costs[length - 1, low : last_start + 1], best[low - 1 : last_start], out=run)
+            ends = new[low + length - 1 : high]
+            np.minimum(ends, run, out=ends)
         best = new
         layers.append(best)
+    # Backtracking compares the same float32 sums the layers did, so it finds their minimum exactly.
     result = np.zeros((rows, k), dtype=np.int64)
-    end = np.full(rows, size - 1)
+    end = np.full(rows, size - 1) if last is None else last
     row_index = np.arange(rows)
+    lengths = np.arange(longest, 0, -1)[:, None]  # the run ending at ``end``: starts ascending
+    flat_costs = costs.reshape(-1)
     for clusters in range(k, 1, -1):
-        low, high = _window(clusters, k, size)
-        with np.errstate(over="ignore", invalid="ignore"):  # starts after the end: replaced below
-            total = _run_costs(pc, p1, p2, slice(low, high), (end + 1, row_index))
-            total += layers[clusters - 2][low - 1 : high - 1]
-        total[np.arange(low, high)[:, None] > end] = np.inf
-        result[:, clusters - 1] = low + (total == total.min(axis=0)).argmax(axis=0)  # the first minimum
+        starts = end + 1 - lengths
+        allowed = starts >= clusters - 1  # one atom for each earlier cluster
+        starts = np.where(allowed, starts, clusters - 1)
+        total = flat_costs.take(((lengths - 1) * size + starts) * rows + row_index)
+        total += layers[clusters - 2].reshape(-1).take((starts - 1) * rows + row_index)
+        total[~allowed] = np.inf
+        result[:, clusters - 1] = starts[(total == total.min(axis=0)).argmax(axis=0), row_index]  # the first minimum
         end = result[:, clusters - 1] - 1
     return result
+
+
+def _last_atoms(counts: np.ndarray, k: int) -> np.ndarray:
+    """Each row's last atom of non-zero count, at least ``k - 1`` (k clusters need k atoms)."""
+    size = counts.shape[1]
+    last = size - 1 - np.argmax(counts[:, ::-1] > 0, axis=1)
+    return np.maximum(last, k - 1)
 
 
 def _unit_mean_square(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,16 +211,24 @@ def _unit_mean_square(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> tuple[n
     return p1 / np.sqrt(square), p2 / square
 
 
-def optimal_partition(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray, k: int) -> np.ndarray:
+def optimal_partition(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray, k: int,
+                      longest_run: int | None = None) -> np.ndarray:
     """Start atom of each of ``k`` clusters minimising the SSE, per row: (rows, k) int.
 
     ``counts``, ``sums`` and ``squares`` are (rows, M): weight, weighted sum and
     weighted sum of squares of each atom, atoms sorted by value along each row.
     Atoms of zero count may pad a row at the end. Needs ``k <= M``.
+    ``longest_run`` (at least M / k; up to ``DENSE_LIMIT`` atoms only) makes it the best partition
+    whose clusters span at most that many atoms up to each row's last non-empty one (the padding
+    joins the last cluster): the dense table's work shrinks with it (k = 16 over 64 atoms: runs of
+    up to 16 atoms instead of 49, a third).
     """
     rows, size = counts.shape
     if not 1 <= k <= size:
         raise ValueError(f"k must be in [1, {size}] (the number of atoms); got {k}")
+    if longest_run is not None and (longest_run * k < size or size > DENSE_LIMIT):
+        raise ValueError(f"longest_run needs at least M / k atoms and M <= {DENSE_LIMIT}; got {longest_run} "
+                         f"for M = {size}, k = {k}")
     if rows == 0:
         return np.zeros((0, k), dtype=np.int64)
     zero = np.zeros((rows, 1))
@@ -207,10 +236,15 @@ def optimal_partition(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray,
     p1 = np.concatenate([zero, np.cumsum(sums, axis=1)], axis=1)
     p2 = np.concatenate([zero, np.cumsum(squares, axis=1)], axis=1)
     if size <= DENSE_LIMIT:
-        chunk = max(1, _DENSE_TABLE_ENTRIES // (size * size))
+        longest = min(size - k + 1, longest_run or size)
+        chunk = max(1, _DENSE_TABLE_ENTRIES // (size * longest))
         prefix = [np.ascontiguousarray(p.T) for p in (pc, *_unit_mean_square(pc, p1, p2))]
-        return np.concatenate([_dense_partition(*(p[:, r : r + chunk] for p in prefix), k)
-                               for r in range(0, rows, chunk)])
+        last = None if longest_run is None else _last_atoms(counts, k)
+        parts = []
+        for r in range(0, rows, chunk):
+            table = [np.ascontiguousarray(p[:, r : r + chunk]) for p in prefix]  # contiguous: flat gathers
+            parts.append(_dense_partition(*table, k, longest_run, None if last is None else last[r : r + chunk]))
+        return np.concatenate(parts)
     with np.errstate(divide="ignore", invalid="ignore"):
         best = np.where(pc[:, 1:] > 0, p2[:, 1:] - p1[:, 1:] ** 2 / pc[:, 1:], 0.0)
     starts = [np.zeros((rows, size), dtype=np.int32)]

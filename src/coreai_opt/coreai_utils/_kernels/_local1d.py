@@ -139,19 +139,67 @@ _WIDEN_BLOCK = 1 << 18
 
 
 def _running_sums(sorted_rows: np.ndarray) -> np.ndarray:
-    """(rows, n + 1) float64 running sums of each row, 0 first, added left to right.
+    """(rows, n + 1) float64 running sums of each row, 0 first.
 
-    Block by block: each block is widened into place and summed on from the
-    previous total, so the additions (and bits) are those of one ``np.cumsum``.
+    float32 rows are summed in fixed point (``_fixed_point_sums``); others (and
+    float32 rows of extreme magnitude) block by block: each block is widened into
+    place and summed on from the previous total, as one ``np.cumsum`` would.
     """
     rows, n = sorted_rows.shape
     sums = np.zeros((rows, n + 1))
-    for start in range(0, n, _WIDEN_BLOCK):
-        block = sums[:, 1 + start : 1 + min(n, start + _WIDEN_BLOCK)]
-        block[...] = sorted_rows[:, start : start + _WIDEN_BLOCK]
-        block[:, 0] += sums[:, start]
-        np.cumsum(block, axis=1, out=block)
+    widened = np.arange(rows)
+    if n and sorted_rows.dtype == np.float32:
+        shift = _fixed_point_shift(sorted_rows)
+        _fixed_point_sums(sorted_rows, np.minimum(shift, _FLOAT32_SHIFT), sums)  # a smaller scale cannot overflow
+        widened = np.flatnonzero(shift > _FLOAT32_SHIFT)
+    if widened.size:
+        part = sorted_rows[widened]
+        part_sums = np.zeros((widened.size, n + 1))
+        for start in range(0, n, _WIDEN_BLOCK):
+            block = part_sums[:, 1 + start : 1 + min(n, start + _WIDEN_BLOCK)]
+            block[...] = part[:, start : start + _WIDEN_BLOCK]
+            block[:, 0] += part_sums[:, start]
+            np.cumsum(block, axis=1, out=block)
+        sums[widened] = part_sums
     return sums
+
+
+#: Fixed-point running sums use int64 with one bit to spare: each row's values are scaled by a power
+#: of two that keeps its largest magnitude times its length below 2**62, so no sum overflows. numpy
+#: adds int64 running sums about 7x faster than float64 ones (whose order it keeps), and truncating
+#: to 2**-(61 - log2 n) of the row's largest value errs less than float64 summation. 4 M float32
+#: values in groups of 2,304: 10 ms against 18 ms.
+_FIXED_POINT_BITS = 61
+#: The largest scale float32 represents (2**126 is a normal float32; float32 rows need at most 2**-107).
+_FLOAT32_SHIFT = 126
+
+
+def _fixed_point_shift(sorted_rows: np.ndarray) -> np.ndarray:
+    """Per row, the power of two its values are scaled by for fixed-point sums (int64)."""
+    n = sorted_rows.shape[1]
+    peak = np.maximum(np.abs(sorted_rows[:, 0]), np.abs(sorted_rows[:, -1])).astype(np.float64)
+    return _FIXED_POINT_BITS - n.bit_length() - np.frexp(peak)[1].astype(np.int64)
+
+
+def _fixed_point_sums(sorted_rows: np.ndarray, shift: np.ndarray, sums: np.ndarray) -> None:
+    """Running sums of float32 rows into ``sums``: the values scaled by 2**shift (exactly, in
+    float32), truncated to int64 and summed exactly, a few rows (or one long row's blocks) at a time."""
+    rows, n = sorted_rows.shape
+    batch = max(1, _WIDEN_BLOCK // n)
+    for first in range(0, rows, batch):
+        last = min(rows, first + batch)
+        scale = np.ldexp(np.float32(1), shift[first:last])[:, None]
+        unscale = np.ldexp(1.0, -shift[first:last])[:, None]
+        carry = np.zeros((last - first, 1), np.int64)
+        for start in range(0, n, _WIDEN_BLOCK):
+            stop = min(n, start + _WIDEN_BLOCK)
+            fixed = np.multiply(sorted_rows[first:last, start:stop], scale).astype(np.int64)
+            fixed[:, :1] += carry
+            np.cumsum(fixed, axis=1, out=fixed)
+            carry = fixed[:, -1:]
+            out = sums[first:last, 1 + start : 1 + stop]
+            np.copyto(out, fixed)
+            out *= unscale
 
 
 def run_sums(flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -162,7 +210,11 @@ def run_sums(flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
     it, and a run adds its pieces in order.
     """
     blocks = np.arange(0, flat.size, _WIDEN_BLOCK)
-    cuts = np.union1d(starts[starts < flat.size], blocks)
+    inside = starts[starts < flat.size]
+    cuts = np.insert(inside, np.searchsorted(inside, blocks), blocks)  # both sorted: merged in order
+    new = np.ones(cuts.size, bool)
+    new[1:] = cuts[1:] != cuts[:-1]
+    cuts = cuts[new]  # as np.union1d, which sorted them again (3 ms per 29 k runs)
     first_cut = np.searchsorted(cuts, blocks)
     pieces = np.empty(cuts.size)
     for block, low, high in zip(blocks, first_cut, [*first_cut[1:], cuts.size], strict=True):
@@ -468,7 +520,8 @@ def lloyd_filled(hist: Histogram, rows, centroids, rounds: int = 4):
 
 
 def improve(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, squares: np.ndarray | None):
-    """Lloyd plus merge/split moves while they pay, for the listed rows: (centroids, cluster counts).
+    """Lloyd plus merge/split moves while they pay, for the listed rows: (centroids, cluster counts,
+    cluster edges).
 
     ``squares`` is each listed row's sum of squares, to judge gains against its
     error; None makes no moves.
@@ -487,7 +540,7 @@ def improve(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, squares: n
         active = active[worth]
         new_centroids, new_counts, new_edges = lloyd(hist, rows[active], moved[worth], edges[active])
         centroids[active], counts[active], edges[active] = new_centroids, new_counts, new_edges
-    return centroids, counts
+    return centroids, counts, edges
 
 
 def between_sum(counts: np.ndarray, means: np.ndarray) -> np.ndarray:
