@@ -542,3 +542,19 @@ def test_the_final_fit_searches_near_known_cuts_with_the_same_result():
     expected = kmeans1d._fit_exact(hist, centroids, np.asarray, unknown)
     np.testing.assert_array_equal(kmeans1d._fit_exact(hist, centroids, np.asarray, cuts), expected)
     np.testing.assert_array_equal(kmeans1d._fit_exact(hist, centroids, np.asarray, cuts + 40), expected)
+
+
+@pytest.mark.parametrize("n", [2304, kmeans1d._LONG_ROW])
+def test_dp_starts_come_with_the_edges_of_their_clusters(n):
+    """Lloyd's first searches start at the DP's cluster edges: the starts are those clusters' means
+    (exact DP, approximating DP, refined DP alike)."""
+    rng = np.random.default_rng(16)
+    values = rng.standard_t(3, (2 if n > 4096 else 6, n)).astype(np.float32)
+    values[0] = np.round(values[0], 1)  # few distinct values: an exact DP once compressed
+    hist = kmeans1d._exact_histogram(values.astype(np.float16) if n < 4096 else values, 16)
+    rows = np.arange(values.shape[0])
+    starts, solved, edges = kmeans1d._starts(hist, hist, rows, n, 16)
+    assert edges.shape == (rows.size, 17) and (np.diff(edges, axis=1) >= 0).all()
+    _, means = _local1d.run_stats(hist, rows, edges, np.nan)
+    filled = ~np.isnan(means)
+    np.testing.assert_allclose(starts[0][filled], means[filled], rtol=1e-12)

@@ -502,9 +502,10 @@ def _fill_empty(hist: Histogram, rows, centroids, counts, edges):
     return needy, np.sort(updated, axis=1)
 
 
-def lloyd_filled(hist: Histogram, rows, centroids, rounds: int = 4):
-    """Lloyd iterations that re-seed empty clusters by splitting the best candidates."""
-    centroids, counts, edges = lloyd(hist, rows, centroids)
+def lloyd_filled(hist: Histogram, rows, centroids, guess: np.ndarray | None = None, rounds: int = 4):
+    """Lloyd iterations (first searches near ``guess``, cluster edges) that re-seed empty clusters by
+    splitting the best candidates."""
+    centroids, counts, edges = lloyd(hist, rows, centroids, guess)
     for _ in range(rounds):
         needy, seeded = _fill_empty(hist, rows, centroids, counts, edges)
         if needy.size == 0:
@@ -519,14 +520,15 @@ def lloyd_filled(hist: Histogram, rows, centroids, rounds: int = 4):
     return centroids, counts, edges
 
 
-def improve(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, squares: np.ndarray | None):
+def improve(hist: Histogram, rows: np.ndarray, centroids: np.ndarray, squares: np.ndarray | None,
+            guess: np.ndarray | None = None):
     """Lloyd plus merge/split moves while they pay, for the listed rows: (centroids, cluster counts,
     cluster edges).
 
     ``squares`` is each listed row's sum of squares, to judge gains against its
-    error; None makes no moves.
+    error; None makes no moves. ``guess``: cluster edges near the first ones (or None).
     """
-    centroids, counts, edges = lloyd_filled(hist, rows, centroids)
+    centroids, counts, edges = lloyd_filled(hist, rows, centroids, guess)
     active = np.arange(rows.size)
     for _ in range(_MAX_MOVES if squares is not None else 0):
         gain, left, right = _best_splits(hist, rows[active], edges[active], centroids[active])
