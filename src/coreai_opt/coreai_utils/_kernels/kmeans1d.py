@@ -14,7 +14,8 @@ Each row of ``values`` is one group with its own LUT of ``k`` entries.
 3. Other rows start from the DP optimum over atoms of the exact values
    (equal-width bins, so outliers get atoms of their own, merged with
    equal-count bins, so the bulk gets narrow ones: the DP lands next to the
-   true optimum; at most 128 atoms per cluster). Where that is more atoms than
+   true optimum; at most 128 atoms per cluster, and on the dense DP a cluster
+   spans at most 4 times its average share of them). Where that is more atoms than
    the dense DP takes (long rows, k <= 32), the DP runs over 128 atoms and an
    exact DP over positions around each of its cuts moves them to where a
    finer DP would put them (``_refined_starts``). Every row gets at least
