@@ -137,8 +137,8 @@ def _window(clusters: int, k: int, size: int) -> tuple[int, int]:
     return clusters - 1, size - (k - clusters)
 
 
-def _dense_partition(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int, longest_run: int | None = None,
-                     last: np.ndarray | None = None) -> np.ndarray:
+def _dense_partition(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int, longest: int,
+                     last: np.ndarray | None) -> np.ndarray:
     """``optimal_partition`` from the full table of run costs, for up to ``DENSE_LIMIT`` atoms.
 
     The prefix sums come transposed, (M + 1, rows), and scaled so that each row's
@@ -147,17 +147,14 @@ def _dense_partition(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int, lon
     over a few dozen elements at a time and took 2.7 times as long). ``costs[L - 1, l]``
     is the SSE of the ``L`` atoms from ``l``, computed in float64 and kept in float32 (the DP
     ran 20-30 % faster than in float64; a chosen partition's SSE is within about
-    1e-6 of the optimum, relative). Runs longer than ``M - k + 1`` atoms (or
-    ``longest_run``) are never used; ``last`` holds each row's last atom (default: ``M - 1``).
+    1e-6 of the optimum, relative). Runs longer than ``longest`` atoms (at most ``M - k + 1``)
+    are never used; ``last`` holds each row's last atom (None: ``M - 1``).
     Layer ``j`` keeps only the least costs ``D_j``, one vector step per run length; the
     backtracking gathers the sums it compares from the same table and layers (so the same
     bits) and takes the first minimum, as the divide-and-conquer layer does.
     """
     width, rows = pc.shape
     size = width - 1
-    longest = size - k + 1  # the other clusters hold at least one atom each
-    if longest_run is not None:
-        longest = min(longest, longest_run)
     # costs[length - 1, start]: the SSE of the run of ``length`` atoms from ``start``.
     costs = np.full((longest, size, rows), np.inf, np.float32)
     for length in range(1, longest + 1):
@@ -237,14 +234,14 @@ def optimal_partition(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray,
     p1 = np.concatenate([zero, np.cumsum(sums, axis=1)], axis=1)
     p2 = np.concatenate([zero, np.cumsum(squares, axis=1)], axis=1)
     if size <= DENSE_LIMIT:
-        longest = min(size - k + 1, longest_run or size)
+        longest = min(size - k + 1, longest_run or size)  # the other clusters hold at least one atom each
         chunk = max(1, _DENSE_TABLE_ENTRIES // (size * longest))
         prefix = [np.ascontiguousarray(p.T) for p in (pc, *_unit_mean_square(pc, p1, p2))]
         last = None if longest_run is None else _last_atoms(counts, k)
         parts = []
         for r in range(0, rows, chunk):
             table = [np.ascontiguousarray(p[:, r : r + chunk]) for p in prefix]  # contiguous: flat gathers
-            parts.append(_dense_partition(*table, k, longest_run, None if last is None else last[r : r + chunk]))
+            parts.append(_dense_partition(*table, k, longest, None if last is None else last[r : r + chunk]))
         return np.concatenate(parts)
     with np.errstate(divide="ignore", invalid="ignore"):
         best = np.where(pc[:, 1:] > 0, p2[:, 1:] - p1[:, 1:] ** 2 / pc[:, 1:], 0.0)

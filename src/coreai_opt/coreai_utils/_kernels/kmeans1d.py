@@ -300,10 +300,12 @@ def _atoms(hist: local.Histogram, rows: np.ndarray, budget: int, n_values: int):
     return counts, sums, squares, bounds
 
 
-def _monotone_fill(means: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Empty clusters (NaN) take their left neighbour's value (``first`` at the start)."""
+def _partition_start(hist: local.Histogram, rows: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, ``bounds``) of the partition of each listed row at ``bounds`` (positions, (rows, k + 1)):
+    each run's mean; an empty run takes its left neighbour's (the row's lowest value at the start)."""
+    _, means = local.run_stats(hist, rows, bounds, np.nan)
     filled = np.fmax.accumulate(np.where(np.isnan(means), -np.inf, means), axis=1)
-    return np.where(np.isinf(filled), first[:, None], filled)
+    return np.where(np.isinf(filled), hist.low(rows)[:, None], filled), bounds
 
 
 def _dp_starts(hist: local.Histogram, rows: np.ndarray, k: int, budget: int, n_values: int,
@@ -312,9 +314,7 @@ def _dp_starts(hist: local.Histogram, rows: np.ndarray, k: int, budget: int, n_v
     atoms), and its cluster edges (positions, (rows, k + 1))."""
     counts, sums, squares, atom_bounds = _atoms(hist, rows, budget, n_values)
     starts = np.take_along_axis(atom_bounds, optimal_partition(counts, sums, squares, k, longest_run), axis=1)
-    bounds = np.concatenate([starts, hist.sizes[rows][:, None].astype(np.int64)], axis=1)
-    _, means = local.run_stats(hist, rows, bounds, np.nan)
-    return _monotone_fill(means, hist.low(rows)), bounds
+    return _partition_start(hist, rows, np.concatenate([starts, hist.sizes[rows][:, None].astype(np.int64)], axis=1))
 
 
 #: A row with more distinct values than its atom budget, whose approximating DP would take more atoms
@@ -399,9 +399,8 @@ def _refined_starts(hist: local.Histogram, rows: np.ndarray, k: int, n_values: i
                                         count[r : r + _REFINE_ROWS], total[r : r + _REFINE_ROWS])
                              for r in range(0, rows.size, _REFINE_ROWS)])
     cuts = np.take_along_axis(positions, picked[..., None], axis=2)[..., 0]
-    run_bounds = np.concatenate([np.zeros((rows.size, 1), np.int64), cuts, sizes[:, None]], axis=1)
-    _, means = local.run_stats(hist, rows, run_bounds, np.nan)
-    return _monotone_fill(means, hist.low(rows)), run_bounds
+    return _partition_start(hist, rows, np.concatenate([np.zeros((rows.size, 1), np.int64), cuts, sizes[:, None]],
+                                                       axis=1))
 
 
 def _evenly_spaced(hist: local.Histogram, rows: np.ndarray, k: int) -> np.ndarray:
