@@ -119,15 +119,20 @@ def _palettize_group(x, k, round_decimals, to_storage, seed):
 def _distinct(frame, grid, k, rng, to_storage):
     """(lut, indices) when the group has at most k distinct vectors: each
     its own entry, repeated to fill the LUT.  Else None.  A sample of large
-    groups proposes the vectors; all points are checked."""
+    groups proposes the vectors; all points are checked, and where the sample
+    missed some, all points propose them (a sample of at most k distinct
+    vectors is rare unless the group has few)."""
     x, n = frame.x, frame.x.shape[0]
-    rows = slice(None) if n <= _SMALL else rng.integers(0, n, max(64, 8 * k))
-    v = np.unique(x[rows].astype(np.float64) + 0.0, axis=0)
-    if len(v) > k:
-        return None
-    lut = v[np.arange(k) % len(v)]
-    indices = _assign(frame, grid, lut)
-    if n > _SMALL and not np.array_equal(lut[indices], x):
+    proposers = [slice(None)] if n <= _SMALL else [rng.integers(0, n, max(64, 8 * k)), slice(None)]
+    for rows in proposers:
+        v = np.unique(x[rows].astype(np.float64) + 0.0, axis=0)
+        if len(v) > k:
+            return None
+        lut = v[np.arange(k) % len(v)]
+        indices = _assign(frame, grid, lut)
+        if n <= _SMALL or np.array_equal(lut[indices], x):
+            break
+    else:
         return None
     if to_storage is None:
         return lut, indices
