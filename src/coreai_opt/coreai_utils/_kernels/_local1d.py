@@ -141,27 +141,33 @@ _WIDEN_BLOCK = 1 << 18
 def _running_sums(sorted_rows: np.ndarray) -> np.ndarray:
     """(rows, n + 1) float64 running sums of each row, 0 first.
 
-    float32 rows are summed in fixed point (``_fixed_point_sums``); others (and
-    float32 rows of extreme magnitude) block by block: each block is widened into
-    place and summed on from the previous total, as one ``np.cumsum`` would.
+    float32 rows are summed in fixed point (``_fixed_point_sums``); others, and
+    float32 rows of extreme magnitude, in float64 (``_float64_sums``).
     """
     rows, n = sorted_rows.shape
     sums = np.zeros((rows, n + 1))
-    widened = np.arange(rows)
-    if n and sorted_rows.dtype == np.float32:
-        shift = _fixed_point_shift(sorted_rows)
-        _fixed_point_sums(sorted_rows, np.minimum(shift, _FLOAT32_SHIFT), sums)  # a smaller scale cannot overflow
-        widened = np.flatnonzero(shift > _FLOAT32_SHIFT)
-    if widened.size:
-        part = sorted_rows[widened]
-        part_sums = np.zeros((widened.size, n + 1))
-        for start in range(0, n, _WIDEN_BLOCK):
-            block = part_sums[:, 1 + start : 1 + min(n, start + _WIDEN_BLOCK)]
-            block[...] = part[:, start : start + _WIDEN_BLOCK]
-            block[:, 0] += part_sums[:, start]
-            np.cumsum(block, axis=1, out=block)
-        sums[widened] = part_sums
+    if not n or sorted_rows.dtype != np.float32:
+        _float64_sums(sorted_rows, sums)
+        return sums
+    shift = _fixed_point_shift(sorted_rows)
+    _fixed_point_sums(sorted_rows, np.minimum(shift, _FLOAT32_SHIFT), sums)  # a smaller scale cannot overflow
+    extreme = np.flatnonzero(shift > _FLOAT32_SHIFT)
+    if extreme.size:
+        extreme_sums = np.zeros((extreme.size, n + 1))
+        _float64_sums(sorted_rows[extreme], extreme_sums)
+        sums[extreme] = extreme_sums
     return sums
+
+
+def _float64_sums(sorted_rows: np.ndarray, sums: np.ndarray) -> None:
+    """Running sums of the rows into ``sums`` (zeros, (rows, n + 1)), block by block: each block is
+    widened into place and summed on from the previous total, as one ``np.cumsum`` would."""
+    n = sorted_rows.shape[1]
+    for start in range(0, n, _WIDEN_BLOCK):
+        block = sums[:, 1 + start : 1 + min(n, start + _WIDEN_BLOCK)]
+        block[...] = sorted_rows[:, start : start + _WIDEN_BLOCK]
+        block[:, 0] += sums[:, start]
+        np.cumsum(block, axis=1, out=block)
 
 
 #: Fixed-point running sums use int64 with one bit to spare: each row's values are scaled by a power
