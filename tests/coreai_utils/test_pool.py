@@ -16,7 +16,8 @@ from coreai_opt.coreai_utils import CompressionWarning, collect_reports, paletti
 from coreai_opt.coreai_utils._kernels.kmeans1d import palettize_rows
 from coreai_opt.coreai_utils._kernels.kmeans_vec import palettize_vectors
 from coreai_opt.coreai_utils._kernels.rounding import round_through
-from coreai_opt.coreai_utils._pool import PROCESS_MIN_VALUES, KernelPool
+from coreai_opt.coreai_utils import _pool
+from coreai_opt.coreai_utils._pool import PROCESS_MIN_VALUES, KernelPool, wait_for_exits
 from helpers import pool_calls
 from helpers.program import weight_expressions
 from coreai_opt.coreai_utils._encoding import constants
@@ -306,7 +307,8 @@ def test_started_workers_are_forked_from_the_first_unless_it_has_threads(monkeyp
     for parent, argv, _ in seen.values():
         assert parent == first.process.pid
         assert (argv == first_argv) == (first_threads == 1)  # a forked worker runs the first one's command line
-    assert all(_gone(pid) for pid in pids)
+    wait_for_exits()
+    assert first.process.returncode == 0 and all(_gone(pid) for pid in pids)
 
 
 @linux_only
@@ -317,9 +319,32 @@ def test_forked_workers_cpu_time_counts_as_this_processs_childrens():
     with _children_only(3) as pool:
         pool.start()
         used = pool.map(partial(pool_calls.spin, 0.2), [None] * 3)
+    wait_for_exits()  # closing does not wait for them
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert pool.processes == 3 and not pool.failures
     assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) >= sum(used)
+
+
+def test_closing_returns_before_the_children_have_exited(monkeypatch):
+    """The caller does not wait for the children to exit (the kernel freeing their memory); they are
+    reaped in the background, and ``wait_for_exits`` waits for that."""
+    release = threading.Event()
+    reap = _pool._reap  # noqa: SLF001
+
+    def held_reap(process):
+        release.wait(30)
+        reap(process)
+
+    monkeypatch.setattr(_pool, "_reap", held_reap)
+    with _children_only(2) as pool:
+        pool.start()
+        pool.map(partial(pool_calls.pid_after, 0.3), [None] * 2)  # long enough that each child takes one
+        spawned = [child.process for child in pool._children if child.process is not None]  # noqa: SLF001
+    assert spawned and all(process.returncode is None for process in spawned)  # not reaped yet
+    assert len(pool.peak_kb) == 2 and all(kb > 0 for kb in pool.peak_kb)  # but every child answered
+    release.set()
+    wait_for_exits()
+    assert all(process.returncode == 0 for process in spawned)
 
 
 @linux_only

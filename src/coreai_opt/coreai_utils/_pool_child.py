@@ -1,11 +1,11 @@
 """Worker process of ``_pool.KernelPool``: answers pickled kernel calls read from stdin.
 
-Run as a script by the pool, never imported by the library. Its first argument is
-the parent's ``sys.path``, installed before anything else is imported (a script's
-own directory would otherwise come first and shadow the standard library with
-this package's modules). The package ``__init__`` files are not run: the parent
-packages are registered as bare namespaces, so a worker loads numpy and the
-kernels only, not the Core AI bindings.
+Run as a script by the pool (with ``-S``: no ``site`` module), never imported by
+the library. Its first argument is the parent's ``sys.path``, installed before
+anything else is imported (a script's own directory would otherwise come first
+and shadow the standard library with this package's modules). The package
+``__init__`` files are not run: the parent packages are registered as bare
+namespaces, so a worker loads numpy and the kernels only, not the Core AI bindings.
 
 An optional second argument lists pipes (``"request:reply"`` descriptor pairs,
 comma-separated) of sibling workers to start once numpy and the kernels are
@@ -87,7 +87,7 @@ def _spawn_sibling(request: int, reply: int) -> int | None:
     import subprocess
 
     try:
-        return subprocess.Popen([sys.executable, os.path.abspath(__file__), "\n".join(sys.path)],
+        return subprocess.Popen([sys.executable, "-S", os.path.abspath(__file__), "\n".join(sys.path)],
                                 stdin=request, stdout=reply, close_fds=True).pid
     except OSError:
         return None  # the pool reads the closed pipe as a worker that did not start

@@ -145,7 +145,8 @@ def _running_sums(sorted_rows: np.ndarray) -> np.ndarray:
     float32 rows of extreme magnitude, in float64 (``_float64_sums``).
     """
     rows, n = sorted_rows.shape
-    sums = np.zeros((rows, n + 1))
+    sums = np.empty((rows, n + 1))  # every column but the first is written below (no zeroing pass)
+    sums[:, 0] = 0.0
     if not n or sorted_rows.dtype != np.float32:
         _float64_sums(sorted_rows, sums)
         return sums
@@ -160,8 +161,8 @@ def _running_sums(sorted_rows: np.ndarray) -> np.ndarray:
 
 
 def _float64_sums(sorted_rows: np.ndarray, sums: np.ndarray) -> None:
-    """Running sums of the rows into ``sums`` (zeros, (rows, n + 1)), block by block: each block is
-    widened into place and summed on from the previous total, as one ``np.cumsum`` would."""
+    """Running sums of the rows into ``sums`` ((rows, n + 1), first column 0), block by block: each
+    block is widened into place and summed on from the previous total, as one ``np.cumsum`` would."""
     n = sorted_rows.shape[1]
     for start in range(0, n, _WIDEN_BLOCK):
         block = sums[:, 1 + start : 1 + min(n, start + _WIDEN_BLOCK)]
