@@ -50,3 +50,23 @@ def test_vector_rows_pair_consecutive_channels_at_one_position():
     np.testing.assert_array_equal(vectors[0, 0], [rows[0, 0], rows[1, 0]])
     np.testing.assert_array_equal(vectors[1, 5], [rows[2, 5], rows[3, 5]])
     np.testing.assert_array_equal(layout.vector_rows(rows, 1, 4)[0, 1], rows[:, 1])
+
+
+@pytest.mark.parametrize("shape, out_axis, n_groups, n_bits", [
+    ((8, 6), 0, 4, 4), ((3, 8, 2), 1, 2, 2), ((2, 3, 16), 2, 4, 4), ((5, 8), 0, 1, 3),
+])
+def test_packed_group_rows_give_the_packed_weight_when_runs_fill_bytes(shape, out_axis, n_groups, n_bits):
+    from coreai_opt.coreai_utils._kernels.pack import pack_bits
+
+    values = np.random.default_rng(0).integers(0, 2**n_bits, shape).astype(np.uint8)
+    assert layout.runs_fill_bytes(shape, out_axis, n_groups, n_bits)
+    rows = layout.group_rows(values, out_axis, n_groups)
+    packed_rows = pack_bits(rows, n_bits).reshape(n_groups, -1)
+    stream = layout.packed_from_group_rows(packed_rows, shape, out_axis)
+    np.testing.assert_array_equal(stream, pack_bits(values, n_bits))
+
+
+def test_runs_that_end_inside_a_byte_are_told_apart():
+    assert layout.runs_fill_bytes((2, 3, 4), 2, 2, 4)  # runs of 2 channels: 8 bits
+    assert not layout.runs_fill_bytes((2, 3, 4), 2, 2, 3)  # 6 bits
+    assert not layout.runs_fill_bytes((5, 5), 0, 1, 3)  # one run of 25 values: 75 bits

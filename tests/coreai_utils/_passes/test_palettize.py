@@ -53,3 +53,31 @@ def test_groups_go_to_the_kernel_in_chunks_of_whole_weights_or_fixed_size(granul
     lut, indices = encoder._cluster(np.zeros(shape, np.float32), "f32", pool)
     assert pool.chunks == [[(rows, shape[1]) for rows in expected]]
     assert lut.shape == (shape[0], 4) and indices.shape == shape
+
+
+
+@pytest.mark.parametrize("n_bits, granularity, shapes, packs", [
+    (4, "per_grouped_channel", [((8, 12), 0), ((1, 12, 8), 2)], True),  # runs of 2 channels x 4 bits: bytes
+    (3, "per_channel", [((6, 8), 0)], True),  # rows of 8 3-bit values: 3 bytes
+    (3, "per_tensor", [((5, 5), 0)], False),  # 25 3-bit values do not end on a byte
+    (2, "per_grouped_channel", [((1, 12, 6), 2)], False),  # runs of 3 channels x 2 bits: 6 bits
+    (8, "per_tensor", [((4, 4), 0)], False),  # 8-bit indices are bytes already
+])
+def test_indices_come_back_packed_when_their_runs_fill_whole_bytes(n_bits, granularity, shapes, packs, monkeypatch):
+    """Kernel calls pack their group rows' indices where each run of a group's values in storage fills
+    whole bytes; the weights' index constants are the same bits either way."""
+    from coreai_opt.coreai_utils._ir import Role
+
+    options = PalettizeOptions(n_bits=n_bits, granularity=CompressionGranularity(granularity), group_size=2)
+    encoder = palettize.PalettizeEncoder(options)
+    rng = np.random.default_rng(3)
+    weights = [rng.standard_normal(shape).astype(np.float32) for shape, _ in shapes]
+    roles = [Role(frozenset({"linear"}), out_axis, None) for _, out_axis in shapes]
+    assert encoder._packs_indices([encoder._prepare(w, r, "f32") for w, r in zip(weights, roles, strict=True)]) == packs
+    results = encoder.encode_batch(weights, roles, "f32", _RecordingPool())
+    monkeypatch.setattr(palettize.PalettizeEncoder, "_packs_indices", lambda self, ready: False)
+    expected = encoder.encode_batch(weights, roles, "f32", _RecordingPool())
+    for got, want in zip(results, expected, strict=True):
+        got_indices, want_indices = got.node.indices, want.node.indices
+        assert got_indices.packed_shape == want_indices.packed_shape and got_indices.shape == got.node.shape
+        assert got_indices.data.tobytes() == want_indices.data.tobytes()

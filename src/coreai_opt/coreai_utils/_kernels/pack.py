@@ -8,6 +8,7 @@ exactly ``n * g / 8`` whole bytes, one column of the group at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import gcd
 
 import numpy as np
@@ -58,6 +59,17 @@ def pack_bits(values: np.ndarray, n_bits: int) -> np.ndarray:
         for b in range(n_bytes):
             out[:, b] = words >> word_type(8 * b)
     return out.reshape(-1)[: packed_size(count, n_bits)]
+
+
+def with_packed_indices(cluster: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], n_bits: int,
+                        values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cluster(values)``, its indices ((rows, n), each below ``2**n_bits``) packed row by row:
+    (lut, (rows, n * n_bits / 8) uint8). A row must fill whole bytes (``n * n_bits % 8 == 0``)."""
+    lut, indices = cluster(values)
+    rows, n = indices.shape
+    if n * n_bits % 8:
+        raise ValueError(f"rows of {n} {n_bits}-bit indices do not fill whole bytes")
+    return lut, pack_bits(indices, n_bits).reshape(rows, n * n_bits // 8)
 
 
 def unpack_bits(packed: np.ndarray, n_bits: int, shape: tuple[int, ...]) -> np.ndarray:

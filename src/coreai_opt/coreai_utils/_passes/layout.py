@@ -90,6 +90,19 @@ def from_group_rows(rows: np.ndarray, shape: tuple[int, ...], out_axis: int) -> 
     return _swapped_runs(rows, rows.shape[0], _around(shape, out_axis)).reshape(shape)
 
 
+def runs_fill_bytes(shape: tuple[int, ...], out_axis: int, n_groups: int, n_bits: int) -> bool:
+    """Whether each run of a group's consecutive values in storage (see ``group_rows``) fills
+    whole bytes as ``n_bits``-bit values, so group rows can be packed before ``packed_from_group_rows``."""
+    runs = n_groups * _around(shape, out_axis)
+    return int(np.prod(shape, dtype=np.int64)) // runs * n_bits % 8 == 0
+
+
+def packed_from_group_rows(rows: np.ndarray, shape: tuple[int, ...], out_axis: int) -> np.ndarray:
+    """``from_group_rows`` for group rows already packed to sub-byte values ((groups, bytes) uint8,
+    their runs filling whole bytes): the packed bit stream of the array of ``shape``."""
+    return _swapped_runs(rows, rows.shape[0], _around(shape, out_axis)).reshape(-1)
+
+
 def vector_rows(weight2d: np.ndarray, n_groups: int, cluster_dim: int) -> np.ndarray:
     """(n_groups, vectors per group, cluster_dim) float32: vectors of consecutive channels at one position.
     Filled a coordinate at a time (whole rows read in order: a third less time than one transposing copy)."""

@@ -23,6 +23,7 @@ from .._ir import Role
 from .._kernels.assign import nearest_vectors
 from .._kernels.kmeans1d import nearest_indices, palettize_rows
 from .._kernels.kmeans_vec import palettize_vectors
+from .._kernels.pack import with_packed_indices
 from .._kernels.quantize import FORMATS, dequantize, quantize_blocks
 from .._kernels.rounding import round_through
 from .._pool import KernelPool
@@ -111,10 +112,11 @@ class PalettizeEncoder:
         if not ready:
             return prepared
         groups = ready[0].groups if len(ready) == 1 else np.concatenate([item.groups for item in ready])
-        lut, indices = self._cluster(groups, element_type, pool)
+        packs = self._packs_indices(ready)
+        lut, indices = self._cluster(groups, element_type, pool, packs)
         ends = np.cumsum([item.n_groups for item in ready])
         finished = iter([self._finish(item, lut[end - item.n_groups : end], indices[end - item.n_groups : end],
-                                      element_type) for item, end in zip(ready, ends, strict=True)])
+                                      element_type, packs) for item, end in zip(ready, ends, strict=True)])
         return [next(finished) if isinstance(item, _Prepared) else item for item in prepared]
 
     def _prepare(self, weight: np.ndarray, role: Role, element_type: str) -> _Prepared | Skipped:
@@ -132,15 +134,28 @@ class PalettizeEncoder:
         return _Prepared(self._groups(values, out_axis, n_groups), weight.shape, out_axis, n_groups,
                          channel_scale, note)
 
-    def _finish(self, item: _Prepared, lut: np.ndarray, indices: np.ndarray, element_type: str) -> Encoded:
+    def _packs_indices(self, ready: list[_Prepared]) -> bool:
+        """Whether the kernel calls hand back their indices packed (less to send, nothing to pack
+        here): scalar sub-byte indices kept as clustered, whose runs in storage fill whole bytes."""
+        opts = self.options
+        return opts.cluster_dim == 1 and opts.lut_dtype is None and opts.n_bits < 8 and all(
+            layout.runs_fill_bytes(item.shape, item.out_axis, item.n_groups, opts.n_bits) for item in ready)
+
+    def _finish(self, item: _Prepared, lut: np.ndarray, indices: np.ndarray, element_type: str,
+                packed: bool = False) -> Encoded:
+        """The weight's graph from its LUTs and indices ((G, n), or with ``packed`` its group rows packed)."""
         opts = self.options
         rank, out_axis = len(item.shape), item.out_axis
         lut_node: Node = Const(lut.reshape(self._lut_shape(rank, out_axis, item.n_groups)).astype(
             numpy_dtype(element_type)), element_type)
         if opts.lut_dtype is not None:
             lut_node, indices = self._quantized_lut(item.groups, lut, element_type, rank, out_axis)
-        index_array = self._index_array(indices, item.shape, out_axis)
-        node: Node = LutToDense(Const.packed(index_array, uint_type(opts.n_bits)), lut_node, out_axis)
+        index_type = uint_type(opts.n_bits)
+        if packed:
+            index_const = Const(layout.packed_from_group_rows(indices, item.shape, out_axis), index_type, item.shape)
+        else:
+            index_const = Const.packed(self._index_array(indices, item.shape, out_axis), index_type)
+        node: Node = LutToDense(index_const, lut_node, out_axis)
         if item.channel_scale is not None:
             node = self._scaled(node, item.channel_scale, element_type)
         channels = item.shape[out_axis]
@@ -165,8 +180,10 @@ class PalettizeEncoder:
         index_shape[out_axis] //= unit
         return layout.restore_layout(indices.reshape(index_shape[out_axis], -1), tuple(index_shape), out_axis)
 
-    def _cluster(self, groups: np.ndarray, element_type: str, pool: KernelPool) -> tuple[np.ndarray, np.ndarray]:
-        """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8).
+    def _cluster(self, groups: np.ndarray, element_type: str, pool: KernelPool,
+                 packed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8, or with ``packed`` (G, n * n_bits / 8)
+        each group's indices packed).
 
         Groups are independent, so a weight with many of them is clustered in
         fixed-size chunks of groups, spread over the pool's worker processes;
@@ -179,6 +196,8 @@ class PalettizeEncoder:
         kernel = palettize_rows if opts.cluster_dim == 1 else palettize_vectors
         cluster = partial(kernel, k=2**opts.n_bits, round_decimals=opts.round_decimals,
                           to_storage=_storage_rounding(element_type))
+        if packed:
+            cluster = partial(with_packed_indices, cluster, opts.n_bits)
         if opts.granularity.value == "per_tensor":
             per_chunk = groups.shape[0]
         else:
