@@ -76,6 +76,22 @@ def test_kept_chunks_read_like_the_joined_bytes(parts, start, stop):
             chunks[start]
 
 
+def test_a_released_chunk_is_let_go_of_and_no_longer_read():
+    chunks = WrittenChunks()
+    for part in (b"head", b"blob-bytes", b"tail"):
+        chunks.write(part)
+    kept = chunks.view(4, 10)
+    chunks.release(4, 9)  # not exactly a chunk: kept
+    assert bytes(chunks.view(4, 10)) == b"blob-bytes"
+    chunks.release(4, 10)
+    assert bytes(kept) == b"blob-bytes"  # a view taken before holds its bytes
+    assert bytes(chunks[0:4]) == b"head" and bytes(chunks[14:18]) == b"tail" and len(chunks) == 18
+    with pytest.raises(RuntimeError, match="released"):
+        chunks.view(4, 10)
+    with pytest.raises(RuntimeError, match="released"):
+        chunks[5]
+
+
 @pytest.mark.parametrize("junk", [b"", b"not bytecode at all", b"ML\xefR\x00"])
 def test_other_bytes_are_rejected(junk):
     with pytest.raises((BytecodeError, IndexError)):

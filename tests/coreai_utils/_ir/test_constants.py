@@ -176,6 +176,40 @@ def test_streamed_reads_get_each_blob_while_the_module_is_still_being_written(sm
     reader.close()
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_blob_is_let_go_of_after_its_expected_reads(small_net_fp32, streamed):
+    """Each blob's place in the serialised copy is released after the reads announced for it (the
+    arrays read keep their bytes); blobs nobody announced stay until ``close``."""
+    import threading
+
+    from coreai_opt.coreai_utils._ir import constant_loader, iter_constants, mlir_module, resource_blobs
+
+    module = mlir_module(small_net_fp32[0])
+    sites = [s for s in iter_constants(module) if s.is_resource]
+    expected = [read_constant(s.op, BlobReader(module.operation, 0)) for s in sites]
+    reader = BlobReader(module.operation, 0)
+    if streamed:
+        reader.stream(resource_blobs(module))
+    announced, unannounced = sites[:-1], sites[-1]
+    loads = [constant_loader(s.op, reader) for s in announced] + [constant_loader(announced[0].op, reader)]
+    got = []
+    # Streamed reads wait for the writer: they run on a thread of their own while it writes.
+    reading = threading.Thread(target=lambda: got.extend(load() for load in loads))
+    reading.start()
+    reader.load()
+    reading.join(30)
+    # The first blob had two reads announced: it was still there for the second.
+    for value, want in zip(got, [*expected[:-1], expected[0]], strict=True):
+        np.testing.assert_array_equal(value, want)
+    assert len(got) == len(loads)
+    with pytest.raises(RuntimeError, match="released"):
+        read_constant(announced[1].op, reader)
+    np.testing.assert_array_equal(read_constant(unannounced.op, reader), expected[-1])
+    reader.close()
+    np.testing.assert_array_equal(read_constant(announced[1].op, reader), expected[1])  # serialised anew
+    reader.close()
+
+
 def test_a_misplaced_streamed_blob_is_reported(small_net_fp32):
     from coreai_opt.coreai_utils._ir import mlir_module, resource_blobs
 

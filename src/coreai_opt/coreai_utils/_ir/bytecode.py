@@ -75,7 +75,7 @@ class WrittenChunks:
     of a blob is a zero-copy slice of its chunk."""
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | None] = []  # None: released
         self._starts = [0]  # offset of each chunk, then the total size
 
     def write(self, data) -> int:
@@ -96,7 +96,20 @@ class WrittenChunks:
         if not 0 <= index < len(self):
             raise IndexError("bytecode offset out of range")
         chunk = bisect_right(self._starts, index) - 1
-        return self._chunks[chunk][index - self._starts[chunk]]
+        return self._held(chunk)[index - self._starts[chunk]]
+
+    def release(self, start: int, size: int) -> None:
+        """Let go of the chunk that is exactly the ``size`` bytes from ``start`` (a blob, written in
+        one piece), if there is one: its bytes are freed once no view of them is left."""
+        chunk = bisect_right(self._starts, start) - 1
+        if 0 <= chunk < len(self._chunks) and self._starts[chunk] == start and self._starts[chunk + 1] == start + size:
+            self._chunks[chunk] = None
+
+    def _held(self, chunk: int) -> bytes:
+        data = self._chunks[chunk]
+        if data is None:
+            raise RuntimeError("these bytecode bytes were released")
+        return data
 
     def view(self, start: int, size: int) -> bytes | memoryview:
         """``size`` bytes from ``start`` (fewer at the end): a view when one chunk holds them all."""
@@ -106,11 +119,11 @@ class WrittenChunks:
             return b""
         if stop <= self._starts[chunk + 1]:
             base = self._starts[chunk]
-            return memoryview(self._chunks[chunk])[start - base : stop - base]
+            return memoryview(self._held(chunk))[start - base : stop - base]
         parts = []
         while start < stop:
             base, end = self._starts[chunk], self._starts[chunk + 1]
-            parts.append(self._chunks[chunk][start - base : min(stop, end) - base])
+            parts.append(self._held(chunk)[start - base : min(stop, end) - base])
             start, chunk = end, chunk + 1
         return b"".join(parts)
 

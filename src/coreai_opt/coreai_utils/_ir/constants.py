@@ -69,6 +69,9 @@ class BlobReader:
         self._news = threading.Condition()
         self._finished = False
         self.mispredicted = False
+        self._reads_left: dict[str, int] = {}  # blobs to let go of after their expected reads
+        self._unneeded: list[BlobSpan] = []  # ... read before the writer finished: let go of then
+        self._reads_lock = threading.Lock()
 
     def stream(self, expected: list[tuple[str, int]]) -> None:
         """Let reads of the ``expected`` blobs ((key, bytes) in the order the module lists them)
@@ -76,6 +79,13 @@ class BlobReader:
         order, one write each, which is checked once all is written (``mispredicted``: a read may
         have been given the wrong bytes). Call before other threads read."""
         self._expected = [(key, size) for key, size in expected if size > 0]
+
+    def expect_read(self, key: str) -> None:
+        """Count one coming ``read_array`` of ``key``: after the last one counted, the in-memory
+        serialised copy lets go of the blob (its memory is freed with the arrays read from it, on
+        the reading thread, instead of all at once in ``close``)."""
+        with self._reads_lock:
+            self._reads_left[key] = self._reads_left.get(key, 0) + 1
 
     def load(self) -> None:
         """Serialise the module now, if not done yet."""
@@ -102,6 +112,7 @@ class BlobReader:
             with self._news:
                 self._finished = True
                 self._news.notify_all()
+        self._release_unneeded()
 
     def _arrive(self, key: str, span: BlobSpan) -> None:
         with self._news:
@@ -145,7 +156,32 @@ class BlobReader:
             source, offset = _mapped(self._file.fileno(), span.offset, span.size)
             if source is None:
                 return _blob_to_array(self.read(key), shape, element_type)
-        return np.frombuffer(source, dtype=dtype, count=count, offset=offset).reshape(shape)
+        array = np.frombuffer(source, dtype=dtype, count=count, offset=offset).reshape(shape)
+        self._read_done(key, span)
+        return array
+
+    def _read_done(self, key: str, span: BlobSpan) -> None:
+        """After the last expected read of ``key``: let go of its bytes (once the writer is done:
+        reading the layout may still look at them)."""
+        with self._reads_lock:
+            left = self._reads_left.get(key)
+            if left is None:
+                return
+            if left > 1:
+                self._reads_left[key] = left - 1
+                return
+            del self._reads_left[key]
+            self._unneeded.append(span)
+        if self._spans is not None:
+            self._release_unneeded()
+
+    def _release_unneeded(self) -> None:
+        with self._reads_lock:
+            spans, self._unneeded = self._unneeded, []
+            buffer = self._buffer
+        if buffer is not None and not self.mispredicted:
+            for span in spans:
+                buffer.release(span.offset, span.size)
 
     def close(self) -> None:
         """Release the serialised copy (a later read serialises the module again)."""
@@ -155,6 +191,8 @@ class BlobReader:
             self._file = None
         self._spans = None
         self._expected, self._arrived, self._finished = [], {}, False
+        with self._reads_lock:
+            self._reads_left, self._unneeded = {}, []
 
 
 class _Announcer:
@@ -219,6 +257,7 @@ def constant_loader(op: ir.Operation, blobs: BlobReader) -> Callable[[], np.ndar
     ttype = ir.RankedTensorType(attr.type)
     shape, element_type = tuple(ttype.shape), str(ttype.element_type)
     key = _resource_key(attr)
+    blobs.expect_read(key)
     return lambda: blobs.read_array(key, shape, element_type)
 
 
