@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
 
@@ -47,3 +50,40 @@ def test_large_buffers_arrive_in_numpy_arrays_and_stay_writable(tmp_path):
     assert isinstance(_owner(got_large), np.ndarray) and isinstance(_owner(got_small), bytearray)
     assert got_large.flags.writeable and got_small.flags.writeable
     assert got_bytes == bytearray(b"x" * _frames._ARRAY_BUFFER_BYTES)
+
+
+@pytest.mark.parametrize("pushed", [True, False], ids=["pushed", "refused"])
+def test_pushed_buffers_arrive_through_the_os_or_else_through_the_pipe(pushed, monkeypatch):
+    """Large request buffers are left out of the pipe: the receiver allocates them and asks for them
+    by address; they are written straight into its memory, or, refused, follow through the pipe."""
+    if pushed and not _frames.can_push():
+        pytest.skip("this OS cannot write into another process's memory")
+    monkeypatch.setattr(_frames, "PUSH_BYTES", 64)
+    large, small = np.arange(1000.0), np.arange(3)
+    request_in, request_out = os.pipe()
+    reply_in, reply_out = os.pipe()
+    with open(request_in, "rb") as requests, open(request_out, "wb") as to_requests, \
+            open(reply_in, "rb") as replies, open(reply_out, "wb") as to_replies:
+        got = []
+        receiver = threading.Thread(target=lambda: got.append(receive(requests, to_replies)))
+        receiver.start()
+        parts = _frames.frame(("call", large, small), push=True)
+        [part] = _frames.pushed_parts(parts)
+        assert memoryview(part).nbytes == large.nbytes
+        _frames.write_frame(to_requests, parts)
+        kind, addresses = receive(replies)
+        done = pushed and _frames.push(os.getpid(), [part], addresses)  # this process stands in for the worker
+        assert kind == "addresses" and done == pushed
+        send(to_requests, done)
+        if not done:
+            _frames.write_parts(to_requests, [part])
+        receiver.join(30)
+    [(name, got_large, got_small)] = got
+    assert name == "call" and got_large.flags.writeable
+    np.testing.assert_array_equal(got_large, large)
+    np.testing.assert_array_equal(got_small, small)
+
+
+def test_a_frame_without_pushing_marks_nothing_pushed():
+    parts = _frames.frame(np.arange(1 << 18, dtype=np.uint8))
+    assert not _frames.pushed_parts(parts) and len(parts) == 3

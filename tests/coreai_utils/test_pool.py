@@ -57,6 +57,34 @@ def test_children_give_the_bits_of_this_process(started):
         assert _same((lut_a, idx_a), (lut_b, idx_b))
 
 
+@pytest.mark.parametrize("refused", [False, True])
+def test_large_requests_are_written_into_the_children_or_else_piped(refused, monkeypatch):
+    """Large request buffers are written straight into a child's memory (``_frames.push``); where the
+    OS refuses, they go through the pipe from then on. The bits are the same either way."""
+    from coreai_opt.coreai_utils import _frames
+
+    monkeypatch.setattr(_frames, "PUSH_BYTES", 1024)
+    pushes = []
+    real_push = _pool.push
+
+    def recorded_push(pid, buffers, addresses):
+        pushes.append(len(buffers))
+        return False if refused else real_push(pid, buffers, addresses)
+
+    monkeypatch.setattr(_pool, "push", recorded_push)
+    scalar = partial(palettize_rows, k=16, round_decimals=4, to_storage=partial(round_through, dtype=np.float16))
+    here = [scalar(c) for c in _chunks()]
+    with _children_only() as pool:
+        there = pool.map(scalar, _chunks())
+    assert not pool.failures
+    for a, b in zip(here, there, strict=True):
+        assert _same(a, b)
+    if refused:
+        assert 1 <= len(pushes) <= 2  # each child is tried once, then piped to
+    elif _frames.can_push():
+        assert pushes == [1, 1, 1]
+
+
 def test_children_without_avx512_give_the_bits_of_this_process(monkeypatch):
     """Where sorting runs in children that skip numpy's AVX-512 code, the kernels must not depend on
     numpy's SIMD target: every path of the scalar search, long rows and 16-bit rows included."""

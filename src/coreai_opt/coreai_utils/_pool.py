@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
-from ._frames import frame, receive, send, write_frame
+from ._frames import can_push, frame, push, pushed_parts, receive, send, write_frame, write_parts
 
 #: Weight values a pass must have for children to start: below it, starting them (about 0.2 s of
 #: CPU each) costs more than they save.
@@ -168,12 +168,13 @@ class _Child:
         self.pid = process.pid if process is not None else None
         self._pidfd: int | None = None
         self._ready = False
+        self._pushes = can_push()  # large request buffers go straight into its memory (``_frames``)
         for pipe in (requests, replies):
             _widen(pipe)
 
     def call(self, function: Callable, args: tuple) -> Any:
         try:
-            request = frame((function, args))
+            request = frame((function, args), push=self._pushes)
         except (pickle.PicklingError, TypeError, AttributeError) as error:
             raise _NotPicklable(str(error)) from error
         try:
@@ -181,6 +182,7 @@ class _Child:
                 self._know(int(self._expect("ready")))
                 self._ready = True
             write_frame(self.requests, request)
+            self._push(pushed_parts(request))
             kind, value = receive(self.replies)
         except (OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
             raise WorkerLost(self._why(error)) from error
@@ -189,6 +191,18 @@ class _Child:
         if kind != "ok":
             raise WorkerLost(str(value))
         return value
+
+    def _push(self, buffers: list) -> None:
+        """Write the request's pushed buffers into the worker at the addresses it replies with; where
+        the OS refuses (say, a policy against writing into other processes), send them through the
+        pipe, now and in later calls."""
+        if not buffers:
+            return
+        pushed = push(self.pid, buffers, self._expect("addresses"))
+        send(self.requests, pushed)
+        if not pushed:
+            self._pushes = False
+            write_parts(self.requests, buffers)
 
     def _know(self, pid: int) -> None:
         """Remember a forked worker's pid, through a pidfd where there is one (a signal then cannot reach

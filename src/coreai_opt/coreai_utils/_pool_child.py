@@ -124,7 +124,7 @@ def _serve(requests, replies) -> None:
     send(replies, ("ready", os.getpid()))
     while True:
         try:
-            request = receive(requests)
+            request = receive(requests, replies)
         except EOFError:
             return  # the parent went away
         except BaseException as error:  # noqa: BLE001 - e.g. a module the call needs does not import here
