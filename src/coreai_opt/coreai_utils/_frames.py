@@ -16,6 +16,7 @@ bytes through the pipe where the OS refused.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import struct
 import sys
@@ -92,26 +93,20 @@ def _address(buffer) -> int:
     return np.frombuffer(buffer, np.uint8).__array_interface__["data"][0]
 
 
-_vm_writev: Any = None
-
-
-def _process_vm_writev():
+@functools.cache
+def _process_vm_writev() -> Any:
     """libc's ``process_vm_writev`` with its argument types, or None where there is none."""
-    global _vm_writev
-    if _vm_writev is None:
-        _vm_writev = False
-        if sys.platform == "linux":
-            try:
-                import ctypes
+    if sys.platform != "linux":
+        return None
+    try:
+        import ctypes
 
-                function = ctypes.CDLL(None, use_errno=True).process_vm_writev
-            except (OSError, AttributeError):
-                return None
-            function.restype = ctypes.c_ssize_t
-            function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
-                                 ctypes.c_ulong]
-            _vm_writev = function
-    return _vm_writev or None
+        function = ctypes.CDLL(None, use_errno=True).process_vm_writev
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_ssize_t
+    function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+    return function
 
 
 def can_push() -> bool:
