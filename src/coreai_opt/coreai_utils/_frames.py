@@ -73,13 +73,16 @@ def pushed_parts(parts: list) -> list:
     return [raw for raw, length in zip(parts[2:], lengths, strict=True) if length & _PUSHED]
 
 
-def write_frame(stream, parts: list) -> None:
-    """Write the ``parts`` of one frame (from ``frame``), but for its pushed buffers."""
-    pushed = {id(raw) for raw in pushed_parts(parts)}
+def write_frame(stream, parts: list) -> list:
+    """Write the ``parts`` of one frame (from ``frame``), but for its pushed buffers: those it
+    returns, in order (see ``pushed_parts``)."""
+    pushed = pushed_parts(parts)
+    left_out = {id(raw) for raw in pushed}
     for part in parts:
-        if id(part) not in pushed:
+        if id(part) not in left_out:
             stream.write(part)
     stream.flush()
+    return pushed
 
 
 def write_parts(stream, parts: list) -> None:

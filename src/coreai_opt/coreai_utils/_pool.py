@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
-from ._frames import can_push, frame, push, pushed_parts, receive, send, write_frame, write_parts
+from ._frames import can_push, frame, push, receive, send, write_frame, write_parts
 
 #: Weight values a pass must have for children to start: below it, starting them (about 0.2 s of
 #: CPU each) costs more than they save.
@@ -181,8 +181,7 @@ class _Child:
             if not self._ready:
                 self._know(int(self._expect("ready")))
                 self._ready = True
-            write_frame(self.requests, request)
-            self._push(pushed_parts(request))
+            self._push(write_frame(self.requests, request))
             kind, value = receive(self.replies)
         except (OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
             raise WorkerLost(self._why(error)) from error

@@ -87,6 +87,7 @@ def _spawn_sibling(request: int, reply: int) -> int | None:
     import subprocess
 
     try:
+        # -S as ``_pool._INTERPRETER_FLAGS`` (not imported here: a worker imports no pool code)
         return subprocess.Popen([sys.executable, "-S", os.path.abspath(__file__), "\n".join(sys.path)],
                                 stdin=request, stdout=reply, close_fds=True).pid
     except OSError:
