@@ -87,3 +87,57 @@ def test_pushed_buffers_arrive_through_the_os_or_else_through_the_pipe(pushed, m
 def test_a_frame_without_pushing_marks_nothing_pushed():
     parts = _frames.frame(np.arange(1 << 18, dtype=np.uint8))
     assert not _frames.pushed_parts(parts) and len(parts) == 3
+
+
+def _stack():
+    rng = np.random.default_rng(4)
+    return [rng.standard_normal((3, 5)).astype(np.float32), np.arange(10.0, dtype=np.float32).reshape(2, 5)[:, ::-1],
+            np.zeros((0, 5), np.float32), rng.standard_normal((1, 5)).astype(np.float32)]
+
+
+def test_a_stacked_array_arrives_as_one_array_read_into_one_buffer(tmp_path):
+    """A ``Stacked`` crosses as its parts (a strided one and an empty one included), read side by side
+    into one buffer: the receiver gets their concatenation without joining them; here it joins on demand."""
+    parts = _stack()
+    stacked = _frames.Stacked(parts)
+    assert stacked.shape == (6, 5) and len(stacked) == 6 and stacked.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(stacked), np.concatenate(parts))
+    path = tmp_path / "frame"
+    with open(path, "wb") as stream:
+        send(stream, ("call", np.arange(3), stacked, _frames.Stacked(parts[:1]), "after"))
+    with open(path, "rb") as stream:
+        name, before, got, single, after = receive(stream)
+    assert (name, after) == ("call", "after")
+    np.testing.assert_array_equal(before, np.arange(3))
+    np.testing.assert_array_equal(got, np.concatenate(parts))
+    np.testing.assert_array_equal(single, parts[0])
+    assert got.flags.c_contiguous and got.flags.writeable and got.dtype == np.float32
+    assert _owner(got).nbytes == got.nbytes  # one buffer holds all of it: nothing was joined on arrival
+
+
+def test_the_parts_of_a_stacked_array_are_pushed_into_one_buffer(monkeypatch):
+    if not _frames.can_push():
+        pytest.skip("this OS cannot write into another process's memory")
+    monkeypatch.setattr(_frames, "PUSH_BYTES", 16)
+    parts = _stack()
+    request_in, request_out = os.pipe()
+    reply_in, reply_out = os.pipe()
+    with open(request_in, "rb") as requests, open(request_out, "wb") as to_requests, \
+            open(reply_in, "rb") as replies, open(reply_out, "wb") as to_replies:
+        got = []
+        receiver = threading.Thread(target=lambda: got.append(receive(requests, to_replies)))
+        receiver.start()
+        pushed = _frames.write_frame(to_requests, _frames.frame(_frames.Stacked(parts), push=True))
+        assert len(pushed) == 3  # the empty part is too small to push
+        kind, addresses = receive(replies)
+        sizes = [memoryview(part).nbytes for part in pushed]
+        assert kind == "addresses" and addresses[1] == addresses[0] + sizes[0]  # side by side
+        send(to_requests, _frames.push(os.getpid(), pushed, addresses))
+        receiver.join(30)
+    np.testing.assert_array_equal(got[0], np.concatenate(parts))
+
+
+@pytest.mark.parametrize("parts", [[], [np.zeros((2, 3)), np.zeros((2, 4))], [np.zeros(2), np.zeros(2, np.int32)]])
+def test_a_stack_needs_arrays_of_one_dtype_and_trailing_shape(parts):
+    with pytest.raises(ValueError, match="one dtype and trailing shape"):
+        _frames.Stacked(parts)

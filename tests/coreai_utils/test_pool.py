@@ -85,6 +85,18 @@ def test_large_requests_are_written_into_the_children_or_else_piped(refused, mon
         assert pushes == [1, 1, 1]
 
 
+def test_a_child_gets_a_stacked_chunk_as_one_array(monkeypatch):
+    """A ``Stacked`` chunk reaches a child as the concatenation of its parts, pushed or piped alike."""
+    from coreai_opt.coreai_utils import _frames
+
+    monkeypatch.setattr(_frames, "PUSH_BYTES", 1024)
+    parts = [np.arange(6000.0).reshape(3, 2000), np.ones((1, 2000)), np.arange(10.0).reshape(5, 2)[:, 0].repeat(400)[None]]
+    with _children_only() as pool:
+        [there] = pool.map(pool_calls.doubled, [_frames.Stacked(parts)])
+    assert not pool.failures and pool.processes >= 1
+    np.testing.assert_array_equal(there, np.concatenate(parts) * 2)
+
+
 def test_children_without_avx512_give_the_bits_of_this_process(monkeypatch):
     """Where sorting runs in children that skip numpy's AVX-512 code, the kernels must not depend on
     numpy's SIMD target: every path of the scalar search, long rows and 16-bit rows included."""

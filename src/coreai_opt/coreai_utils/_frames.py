@@ -12,14 +12,20 @@ into the worker's memory (Linux ``process_vm_writev``: one copy, against two
 through a pipe and a wake-up of each side per pipe-full, 0.8 ms per MB in all
 on this project's machine) and sends ``True``, or ``False`` followed by the
 bytes through the pipe where the OS refused.
+
+A ``Stacked`` (arrays to be joined along their first axis) crosses as its parts,
+marked ``_JOINED`` after the first: the receiver reads or takes them into one
+buffer, side by side, and gets one array, so the sender never joins them.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import pickle
 import struct
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +40,77 @@ _ARRAY_BUFFER_BYTES = 1 << 22
 #: Request buffers from this size on are pushed (module docstring) where the caller may.
 PUSH_BYTES = 1 << 20
 _PUSHED = 1 << 63
+#: A buffer's length flag: it lies right after the previous buffer, in the same allocation.
+_JOINED = 1 << 62
+_FLAGS = _PUSHED | _JOINED
+
+
+class Stacked:
+    """Arrays of one dtype and trailing shape, standing for their concatenation along axis 0.
+
+    Sent in a frame, the receiver gets the concatenation as one array whose parts
+    were read (or pushed) straight into one buffer; here, ``np.asarray`` joins them.
+    """
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        parts = [np.asarray(part) for part in parts]
+        if not parts or any(p.dtype != parts[0].dtype or p.shape[1:] != parts[0].shape[1:] for p in parts):
+            raise ValueError("Stacked needs at least one array, all of one dtype and trailing shape")
+        self.parts = parts
+        self.dtype = parts[0].dtype
+        self.shape = (sum(part.shape[0] for part in parts), *parts[0].shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        joined = np.concatenate(self.parts)
+        return joined if dtype is None else joined.astype(dtype, copy=False)
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles a ``Stacked`` as a persistent reference to its parts, appended as out-of-band buffers
+    (``joined`` marks the ones to lie right after their predecessor)."""
+
+    def __init__(self, stream, buffers: list, joined: list[bool]) -> None:
+        super().__init__(stream, protocol=5, buffer_callback=self._out_of_band)
+        self._buffers, self._joined = buffers, joined
+
+    def _out_of_band(self, buffer: pickle.PickleBuffer) -> None:
+        self._buffers.append(buffer)
+        self._joined.append(False)
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) is not Stacked:
+            return None
+        for index, part in enumerate(obj.parts):
+            self._buffers.append(pickle.PickleBuffer(np.ascontiguousarray(part)))
+            self._joined.append(index > 0)
+        return ("stacked", obj.dtype.str, obj.shape, len(obj.parts))
+
+
+class _Unpickler(pickle.Unpickler):
+    """Reads a frame's pickle; out-of-band buffers and ``Stacked`` parts come from one iterator, in
+    the order they were pickled (pickle takes its buffers from it one at a time)."""
+
+    def __init__(self, data, buffers) -> None:
+        self._buffers = iter(buffers)
+        super().__init__(io.BytesIO(data), buffers=self._buffers)
+
+    def persistent_load(self, pid: Any) -> np.ndarray:
+        kind, dtype, shape, count = pid
+        if kind != "stacked":
+            raise pickle.UnpicklingError(f"unknown persistent reference {kind!r}")
+        parts = [next(self._buffers) for _ in range(count)]
+        return np.frombuffer(_joined_block(parts), np.dtype(dtype)).reshape(shape)
+
+
+def _joined_block(parts: list) -> Any:
+    """The one buffer that the consecutive ``parts`` of a stack were received into (``receive``)."""
+    block = parts[0].base if isinstance(parts[0], np.ndarray) and parts[0].base is not None else parts[0]
+    if len(parts) > 1 and not all(isinstance(part, np.ndarray) and part.base is block for part in parts):
+        raise pickle.UnpicklingError("the parts of a stacked array did not arrive in one buffer")
+    return block
 
 
 def _new_buffer(size: int) -> bytearray | np.ndarray:
@@ -60,9 +137,13 @@ def frame(message: Any, push: bool = False) -> list:
     (with ``push``, those of at least ``PUSH_BYTES`` are marked pushed). Raises before anything is
     written when ``message`` does not pickle."""
     buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    joined: list[bool] = []
+    stream = io.BytesIO()
+    _Pickler(stream, buffers, joined).dump(message)
+    data = stream.getvalue()
     raws = [buffer.raw() for buffer in buffers]
-    lengths = [raw.nbytes | (_PUSHED if push and raw.nbytes >= PUSH_BYTES else 0) for raw in raws]
+    lengths = [raw.nbytes | (_PUSHED if push and raw.nbytes >= PUSH_BYTES else 0) | (_JOINED if join else 0)
+               for raw, join in zip(raws, joined, strict=True)]
     return [struct.pack(f"<{2 + len(raws)}Q", len(data), len(raws), *lengths), data, *raws]
 
 
@@ -138,14 +219,36 @@ def send(stream, message: Any) -> None:
     write_frame(stream, frame(message))
 
 
+def _allocated(lengths: Sequence[int]) -> list:
+    """A buffer for each length (flags included): each run of ``_JOINED`` ones shares one allocation
+    with the buffer before it, as consecutive slices."""
+    sizes = [length & ~_FLAGS for length in lengths]
+    buffers: list = []
+    start = 0
+    while start < len(sizes):
+        end = start + 1
+        while end < len(sizes) and lengths[end] & _JOINED:
+            end += 1
+        if end - start == 1:
+            buffers.append(_new_buffer(sizes[start]))
+        else:
+            block = np.empty(sum(sizes[start:end]), np.uint8)
+            offsets = np.cumsum([0, *sizes[start:end]]).tolist()
+            buffers.extend(block[offsets[i] : offsets[i + 1]] for i in range(end - start))
+        start = end
+    return buffers
+
+
 def receive(stream, replies=None) -> Any:
     """Read one frame written by ``send`` or ``write_frame``; ``EOFError`` when the pipe is closed.
     A frame with pushed buffers needs the ``replies`` stream, to ask for them."""
     size, count = struct.unpack("<2Q", _read_exact(stream, 16))
     lengths = struct.unpack(f"<{count}Q", _read_exact(stream, 8 * count)) if count else ()
     data = _read_exact(stream, size)
-    buffers = [_new_buffer(length & ~_PUSHED) if length & _PUSHED else _read_exact(stream, length)
-               for length in lengths]
+    buffers = _allocated(lengths)
+    for buffer, length in zip(buffers, lengths, strict=True):
+        if not length & _PUSHED:
+            _read_into(stream, buffer)
     pushed = [buffer for buffer, length in zip(buffers, lengths, strict=True) if length & _PUSHED]
     if pushed:
         if replies is None:
@@ -154,4 +257,4 @@ def receive(stream, replies=None) -> Any:
         if not receive(stream):  # refused: the bytes follow through the pipe
             for buffer in pushed:
                 _read_into(stream, buffer)
-    return pickle.loads(data, buffers=buffers)
+    return _Unpickler(data, buffers).load()

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
-from ._frames import can_push, frame, push, receive, send, write_frame, write_parts
+from ._frames import Stacked, can_push, frame, push, receive, send, write_frame, write_parts
 
 #: Weight values a pass must have for children to start: below it, starting them (about 0.2 s of
 #: CPU each) costs more than they save.
@@ -423,7 +423,9 @@ class KernelPool:
                 self._started.extend(children)
 
     def map(self, function: Callable, chunks: Sequence) -> list:
-        """``[function(chunk) for chunk in chunks]``, in the worker processes when they are used."""
+        """``[function(chunk) for chunk in chunks]``, in the worker processes when they are used. A chunk
+        may be a ``Stacked``: a worker gets it as one array; here ``function`` gets the ``Stacked``
+        (``np.asarray`` joins it)."""
         executor = self._executor_for_children()
         if executor is None:
             return [function(chunk) for chunk in chunks]

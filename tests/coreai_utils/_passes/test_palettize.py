@@ -50,9 +50,28 @@ def test_groups_go_to_the_kernel_in_chunks_of_whole_weights_or_fixed_size(granul
     monkeypatch.setattr(palettize, "_MAX_CHUNK_VALUES", 4096)
     encoder = palettize.PalettizeEncoder(PalettizeOptions(n_bits=2, granularity=CompressionGranularity(granularity)))
     pool = _RecordingPool()
-    lut, indices = encoder._cluster(np.zeros(shape, np.float32), "f32", pool)
+    lut, indices = encoder._cluster([np.zeros(shape, np.float32)], "f32", pool)
     assert pool.chunks == [[(rows, shape[1]) for rows in expected]]
     assert lut.shape == (shape[0], 4) and indices.shape == shape
+
+
+def test_a_batch_of_weights_is_chunked_across_them_without_being_joined_here():
+    """The groups of a batch of weights go to the kernel in the chunks of their concatenation, but a
+    chunk spanning weights is a ``Stacked`` of views (joined only where it is clustered); the results
+    are the same as clustering each weight alone."""
+    encoder = palettize.PalettizeEncoder(PalettizeOptions(n_bits=2, granularity=CompressionGranularity.PER_CHANNEL))
+    rng = np.random.default_rng(8)
+    parts = [rng.standard_normal((rows, 300)).astype(np.float32) for rows in (5000, 9000, 20)]
+    chunks = palettize._row_chunks(parts, 6000)
+    assert [chunk.shape for chunk in chunks] == [(6000, 300), (6000, 300), (2020, 300)]
+    assert [type(chunk).__name__ for chunk in chunks] == ["Stacked", "ndarray", "Stacked"]
+    assert all(np.shares_memory(piece, part) for piece, part in zip(chunks[0].parts, parts[:2], strict=True))
+    np.testing.assert_array_equal(np.concatenate([np.asarray(chunk) for chunk in chunks]), np.concatenate(parts))
+    lut, indices = encoder._cluster(parts, "f32", _RecordingPool())
+    for part, start, end in zip(parts, (0, 5000, 14000), (5000, 14000, 14020), strict=True):
+        alone_lut, alone_indices = encoder._cluster([part], "f32", _RecordingPool())
+        np.testing.assert_array_equal(lut[start:end], alone_lut)
+        np.testing.assert_array_equal(indices[start:end], alone_indices)
 
 
 

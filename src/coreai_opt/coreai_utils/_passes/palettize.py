@@ -26,7 +26,7 @@ from .._kernels.kmeans_vec import palettize_vectors
 from .._kernels.pack import with_packed_indices
 from .._kernels.quantize import FORMATS, dequantize, quantize_blocks
 from .._kernels.rounding import round_through
-from .._pool import KernelPool
+from .._pool import KernelPool, Stacked
 from . import layout
 from .dequantize import dequantized
 from .options import PalettizeOptions
@@ -74,6 +74,21 @@ class _Prepared:
     note: str | None
 
 
+def _row_chunks(parts: list[np.ndarray], per_chunk: int) -> list[np.ndarray | Stacked]:
+    """The rows of the ``parts`` one after the other, ``per_chunk`` at a time (the last chunk may be
+    shorter): a view where a chunk lies in one part, else a ``Stacked`` of views, never joined here
+    (a worker process receives it as one array)."""
+    ends = np.cumsum([part.shape[0] for part in parts]).tolist()
+    starts = [0, *ends[:-1]]
+    chunks: list[np.ndarray | Stacked] = []
+    for first in range(0, ends[-1], per_chunk):
+        last = min(first + per_chunk, ends[-1])
+        pieces = [part[max(first, start) - start : min(last, end) - start]
+                  for part, start, end in zip(parts, starts, ends, strict=True) if start < last and end > first]
+        chunks.append(pieces[0] if len(pieces) == 1 else Stacked(pieces))
+    return chunks
+
+
 class PalettizeEncoder:
     """Callable turning one weight into its palettized decompression graph.
 
@@ -111,9 +126,8 @@ class PalettizeEncoder:
         ready = [item for item in prepared if isinstance(item, _Prepared)]
         if not ready:
             return prepared
-        groups = ready[0].groups if len(ready) == 1 else np.concatenate([item.groups for item in ready])
         packs = self._packs_indices(ready)
-        lut, indices = self._cluster(groups, element_type, pool, packs)
+        lut, indices = self._cluster([item.groups for item in ready], element_type, pool, packs)
         ends = np.cumsum([item.n_groups for item in ready])
         finished = iter([self._finish(item, lut[end - item.n_groups : end], indices[end - item.n_groups : end],
                                       element_type, packs) for item, end in zip(ready, ends, strict=True)])
@@ -180,10 +194,10 @@ class PalettizeEncoder:
         index_shape[out_axis] //= unit
         return layout.restore_layout(indices.reshape(index_shape[out_axis], -1), tuple(index_shape), out_axis)
 
-    def _cluster(self, groups: np.ndarray, element_type: str, pool: KernelPool,
+    def _cluster(self, parts: list[np.ndarray], element_type: str, pool: KernelPool,
                  packed: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(lut (G, k[, d]) float64 as stored, indices (G, n) uint8, or with ``packed`` (G, n * n_bits / 8)
-        each group's indices packed).
+        each group's indices packed) of the groups of ``parts`` (weights' groups, one after the other).
 
         Groups are independent, so a weight with many of them is clustered in
         fixed-size chunks of groups, spread over the pool's worker processes;
@@ -199,12 +213,11 @@ class PalettizeEncoder:
         if packed:
             cluster = partial(with_packed_indices, cluster, opts.n_bits)
         if opts.granularity.value == "per_tensor":
-            per_chunk = groups.shape[0]
+            per_chunk = sum(part.shape[0] for part in parts)
         else:
-            size = groups[0].size or 1
+            size = math.prod(parts[0].shape[1:]) or 1
             per_chunk = max(1, min(max(_CHUNK_VALUES // size, _CHUNK_GROUPS), _MAX_CHUNK_VALUES // size))
-        chunks = [groups[start : start + per_chunk] for start in range(0, groups.shape[0], per_chunk)]
-        results = pool.map(cluster, chunks)
+        results = pool.map(cluster, _row_chunks(parts, per_chunk))
         if len(results) == 1:
             return results[0]
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
