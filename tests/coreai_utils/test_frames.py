@@ -141,3 +141,21 @@ def test_the_parts_of_a_stacked_array_are_pushed_into_one_buffer(monkeypatch):
 def test_a_stack_needs_arrays_of_one_dtype_and_trailing_shape(parts):
     with pytest.raises(ValueError, match="one dtype and trailing shape"):
         _frames.Stacked(parts)
+
+
+def test_framing_a_message_keeps_none_of_its_arrays_alive():
+    """Once its frame is written and dropped, nothing of a message is held (not even until the cyclic
+    garbage collector runs): a worker's results and the caller's weight views are freed at once."""
+    import gc
+    import weakref
+
+    array = np.arange(1000.0)
+    alive = weakref.ref(array)
+    gc.disable()
+    try:
+        parts = _frames.frame(("call", array, _frames.Stacked([array[:500], array[500:]])))
+        assert len(parts) == 5
+        del parts, array
+        assert alive() is None
+    finally:
+        gc.enable()

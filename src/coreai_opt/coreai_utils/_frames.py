@@ -69,23 +69,22 @@ class Stacked:
 
 
 class _Pickler(pickle.Pickler):
-    """Pickles a ``Stacked`` as a persistent reference to its parts, appended as out-of-band buffers
-    (``joined`` marks the ones to lie right after their predecessor)."""
+    """Pickles a ``Stacked`` as a persistent reference to its parts, appended to ``buffers`` as
+    out-of-band buffers; ``joined`` gets the index of each part to lie right after its predecessor.
+    (The buffer callback is the list's own ``append``: a method of the pickler would make a
+    reference cycle that kept every pickled array alive until the cyclic garbage collector ran.)"""
 
-    def __init__(self, stream, buffers: list, joined: list[bool]) -> None:
-        super().__init__(stream, protocol=5, buffer_callback=self._out_of_band)
+    def __init__(self, stream, buffers: list, joined: set[int]) -> None:
+        super().__init__(stream, protocol=5, buffer_callback=buffers.append)
         self._buffers, self._joined = buffers, joined
-
-    def _out_of_band(self, buffer: pickle.PickleBuffer) -> None:
-        self._buffers.append(buffer)
-        self._joined.append(False)
 
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) is not Stacked:
             return None
         for index, part in enumerate(obj.parts):
+            if index:
+                self._joined.add(len(self._buffers))
             self._buffers.append(pickle.PickleBuffer(np.ascontiguousarray(part)))
-            self._joined.append(index > 0)
         return ("stacked", obj.dtype.str, obj.shape, len(obj.parts))
 
 
@@ -137,13 +136,13 @@ def frame(message: Any, push: bool = False) -> list:
     (with ``push``, those of at least ``PUSH_BYTES`` are marked pushed). Raises before anything is
     written when ``message`` does not pickle."""
     buffers: list[pickle.PickleBuffer] = []
-    joined: list[bool] = []
+    joined: set[int] = set()
     stream = io.BytesIO()
     _Pickler(stream, buffers, joined).dump(message)
     data = stream.getvalue()
     raws = [buffer.raw() for buffer in buffers]
-    lengths = [raw.nbytes | (_PUSHED if push and raw.nbytes >= PUSH_BYTES else 0) | (_JOINED if join else 0)
-               for raw, join in zip(raws, joined, strict=True)]
+    lengths = [raw.nbytes | (_PUSHED if push and raw.nbytes >= PUSH_BYTES else 0) | (_JOINED if i in joined else 0)
+               for i, raw in enumerate(raws)]
     return [struct.pack(f"<{2 + len(raws)}Q", len(data), len(raws), *lengths), data, *raws]
 
 
