@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -52,6 +53,24 @@ def test_large_buffers_arrive_in_numpy_arrays_and_stay_writable(tmp_path):
     assert got_bytes == bytearray(b"x" * _frames._ARRAY_BUFFER_BYTES)
 
 
+@contextlib.contextmanager
+def _receiving():
+    """(request stream, reply stream, list of what arrived): a thread receives one frame from the
+    request pipe, asking for pushed buffers on the reply pipe, as a worker does; joined on exit."""
+    request_in, request_out = os.pipe()
+    reply_in, reply_out = os.pipe()
+    with open(request_in, "rb") as requests, open(request_out, "wb") as to_requests, \
+            open(reply_in, "rb") as replies, open(reply_out, "wb") as to_replies:
+        got: list = []
+        receiver = threading.Thread(target=lambda: got.append(receive(requests, to_replies)))
+        receiver.start()
+        try:
+            yield to_requests, replies, got
+        finally:
+            to_requests.flush()
+            receiver.join(30)
+
+
 @pytest.mark.parametrize("pushed", [True, False], ids=["pushed", "refused"])
 def test_pushed_buffers_arrive_through_the_os_or_else_through_the_pipe(pushed, monkeypatch):
     """Large request buffers are left out of the pipe: the receiver allocates them and asks for them
@@ -60,13 +79,7 @@ def test_pushed_buffers_arrive_through_the_os_or_else_through_the_pipe(pushed, m
         pytest.skip("this OS cannot write into another process's memory")
     monkeypatch.setattr(_frames, "PUSH_BYTES", 64)
     large, small = np.arange(1000.0), np.arange(3)
-    request_in, request_out = os.pipe()
-    reply_in, reply_out = os.pipe()
-    with open(request_in, "rb") as requests, open(request_out, "wb") as to_requests, \
-            open(reply_in, "rb") as replies, open(reply_out, "wb") as to_replies:
-        got = []
-        receiver = threading.Thread(target=lambda: got.append(receive(requests, to_replies)))
-        receiver.start()
+    with _receiving() as (to_requests, replies, got):
         parts = _frames.frame(("call", large, small), push=True)
         [part] = _frames.pushed_parts(parts)
         assert memoryview(part).nbytes == large.nbytes
@@ -77,7 +90,6 @@ def test_pushed_buffers_arrive_through_the_os_or_else_through_the_pipe(pushed, m
         send(to_requests, done)
         if not done:
             _frames.write_parts(to_requests, [part])
-        receiver.join(30)
     [(name, got_large, got_small)] = got
     assert name == "call" and got_large.flags.writeable
     np.testing.assert_array_equal(got_large, large)
@@ -120,20 +132,13 @@ def test_the_parts_of_a_stacked_array_are_pushed_into_one_buffer(monkeypatch):
         pytest.skip("this OS cannot write into another process's memory")
     monkeypatch.setattr(_frames, "PUSH_BYTES", 16)
     parts = _stack()
-    request_in, request_out = os.pipe()
-    reply_in, reply_out = os.pipe()
-    with open(request_in, "rb") as requests, open(request_out, "wb") as to_requests, \
-            open(reply_in, "rb") as replies, open(reply_out, "wb") as to_replies:
-        got = []
-        receiver = threading.Thread(target=lambda: got.append(receive(requests, to_replies)))
-        receiver.start()
+    with _receiving() as (to_requests, replies, got):
         pushed = _frames.write_frame(to_requests, _frames.frame(_frames.Stacked(parts), push=True))
         assert len(pushed) == 3  # the empty part is too small to push
         kind, addresses = receive(replies)
         sizes = [memoryview(part).nbytes for part in pushed]
         assert kind == "addresses" and addresses[1] == addresses[0] + sizes[0]  # side by side
         send(to_requests, _frames.push(os.getpid(), pushed, addresses))
-        receiver.join(30)
     np.testing.assert_array_equal(got[0], np.concatenate(parts))
 
 
