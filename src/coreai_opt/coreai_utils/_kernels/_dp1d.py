@@ -171,7 +171,7 @@ def _dense_partition(pc: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int, lon
         low, high = _window(clusters, k, size)
         # Only ends from which the clusters left can still reach the rows' last atom, and starts
         # after an end the layer before can reach: every other entry would be inf or never read
-        # (the same bits in a quarter less time at k = 16 over 64 atoms).
+        # (the same bits; at k = 16 over 64 atoms about a fifth fewer entries, the DP 5 % faster).
         first_end = max(low, last_atom - (k - clusters) * longest)
         latest_start = (clusters - 1) * longest
         new = np.full((size, rows), np.inf, np.float32)
