@@ -114,6 +114,8 @@ def test_a_stacked_array_arrives_as_one_array_read_into_one_buffer(tmp_path):
     stacked = _frames.Stacked(parts)
     assert stacked.shape == (6, 5) and len(stacked) == 6 and stacked.dtype == np.float32
     np.testing.assert_array_equal(np.asarray(stacked), np.concatenate(parts))
+    with pytest.raises(ValueError, match="copying"):
+        np.asarray(stacked, copy=False)
     path = tmp_path / "frame"
     with open(path, "wb") as stream:
         send(stream, ("call", np.arange(3), stacked, _frames.Stacked(parts[:1]), "after"))

@@ -64,6 +64,8 @@ class Stacked:
         return self.shape[0]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("a Stacked becomes one array only by joining (copying) its parts")
         joined = np.concatenate(self.parts)
         return joined if dtype is None else joined.astype(dtype, copy=False)
 
